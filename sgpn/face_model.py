@@ -1,0 +1,337 @@
+"""The 3D morphable face model: 257 coefficients to a posed, lit, projected mesh.
+
+The math follows D3DFR's ``ParametricFaceModel`` so that coefficients regressed by D3DFR or the
+official SGPN release mean the same thing here:
+
+* shape   = mean_shape (re-centred on its centroid) + id_basis @ id + exp_basis @ exp
+* albedo  = mean_tex + tex_basis @ tex                       (0..1, BFM's 0..255 divided by 255)
+* normals = per-face normals summed over the faces in ``point_buf`` and normalised
+* pose    = v @ R + t with R = (Rz Ry Rx)^T from the Euler angles
+* colour  = albedo * (SH basis(n_rotated) @ (gamma + 0.8 on band 0))
+* camera  = D3DFR's pinhole camera (:mod:`sgpn.camera`)
+
+Two sources of bases share one :class:`MorphableArrays` container: the Basel Face Model file
+``BFM_model_front.mat`` that users obtain themselves (:func:`load_bfm`), and the kit's built-in
+open model made by code (:mod:`sgpn.open_face`), which is the default.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from sgpn import camera, coefficients
+
+#: Environment variable that points the kit at a ``BFM_model_front.mat``.
+BFM_ENV = "SGPN_BFM"
+
+#: D3DFR's default lighting: 0.8 on SH band 0 of every colour, added to gamma.
+DEFAULT_LIGHT = 0.8
+
+_SH_A = (math.pi, 2 * math.pi / math.sqrt(3.0), 2 * math.pi / math.sqrt(8.0))
+_SH_C = (
+    1 / math.sqrt(4 * math.pi),
+    math.sqrt(3.0) / math.sqrt(4 * math.pi),
+    3 * math.sqrt(5.0) / math.sqrt(12 * math.pi),
+)
+
+
+@dataclass
+class MorphableArrays:
+    """The arrays that define a morphable model, in the kit's internal conventions.
+
+    ``N`` vertices, ``F`` faces. Bases are stored like the BFM: rows interleave x, y, z of each
+    vertex. Indices are 0-based. Faces are counter-clockwise seen from the camera, so D3DFR's
+    normal (v1 - v2) x (v2 - v3) points towards the viewer.
+    """
+
+    mean_shape: np.ndarray  # (N, 3) float
+    id_basis: np.ndarray  # (3N, 80)
+    exp_basis: np.ndarray  # (3N, 64)
+    mean_tex: np.ndarray  # (3N,) in 0..1
+    tex_basis: np.ndarray  # (3N, 80) in 0..1 units
+    faces: np.ndarray  # (F, 3) int, 0-based
+    point_buf: np.ndarray  # (N, 8) int, 0-based faces around each vertex; F = padding
+    landmarks: np.ndarray  # (68,) int vertex indices, iBUG-68 order
+    skin_mask: np.ndarray  # (N,) bool
+    regions: np.ndarray | None = None  # (N,) int index into region_names
+    region_names: tuple[str, ...] = ()
+    #: names of the leading components of each basis, e.g. {"id": ["face width", ...]}
+    component_names: dict[str, list[str]] = field(default_factory=dict)
+    name: str = "morphable model"
+
+    def validate(self) -> "MorphableArrays":
+        """Check shapes, ranges and finiteness; raise ``ValueError`` naming the problem."""
+        n = _require_shape("mean_shape", self.mean_shape, (None, 3))[0]
+        _require_shape("id_basis", self.id_basis, (3 * n, 80))
+        _require_shape("exp_basis", self.exp_basis, (3 * n, 64))
+        _require_shape("mean_tex", self.mean_tex, (3 * n,))
+        _require_shape("tex_basis", self.tex_basis, (3 * n, 80))
+        f = _require_shape("faces", self.faces, (None, 3))[0]
+        _require_shape("point_buf", self.point_buf, (n, 8))
+        _require_shape("landmarks", self.landmarks, (68,))
+        _require_shape("skin_mask", self.skin_mask, (n,))
+        for name in ("mean_shape", "id_basis", "exp_basis", "mean_tex", "tex_basis"):
+            if not np.isfinite(getattr(self, name)).all():
+                raise ValueError(f"{self.name}: '{name}' contains NaN or Inf")
+        _require_index_range("faces", self.faces, n)
+        _require_index_range("point_buf", self.point_buf, f + 1)
+        _require_index_range("landmarks", self.landmarks, n)
+        if self.regions is not None:
+            _require_shape("regions", self.regions, (n,))
+            _require_index_range("regions", self.regions, len(self.region_names))
+        return self
+
+
+def _require_shape(name: str, array: np.ndarray, shape: tuple) -> tuple[int, ...]:
+    array = np.asarray(array)
+    ok = array.ndim == len(shape) and all(s is None or a == s for a, s in zip(array.shape, shape))
+    if not ok:
+        want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+        raise ValueError(f"'{name}' must have shape {want}, got {array.shape}")
+    return array.shape
+
+
+def _require_index_range(name: str, array: np.ndarray, upper: int) -> None:
+    array = np.asarray(array)
+    if array.size and (array.min() < 0 or array.max() >= upper):
+        raise ValueError(
+            f"'{name}' holds indices in [{array.min()}, {array.max()}], outside [0, {upper - 1}]"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# BFM_model_front.mat
+# ----------------------------------------------------------------------------------------------
+
+BFM_KEYS = ("meanshape", "idBase", "exBase", "meantex", "texBase", "tri", "point_buf",
+            "keypoints", "skinmask")
+
+
+def load_bfm(path: str | os.PathLike) -> MorphableArrays:
+    """Load D3DFR's ``BFM_model_front.mat`` (1-based MATLAB indices, 0..255 texture).
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the problem for
+    a file that is not a readable .mat, lacks a key or holds arrays of the wrong shape.
+    """
+    from scipy.io import loadmat
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"BFM file not found: {path}. Obtain BFM_model_front.mat as described in the "
+            f"Deep3DFaceRecon instructions and point {BFM_ENV} or the config's face_model at it."
+        )
+    try:
+        mat = loadmat(str(path))
+    except NotImplementedError as err:  # MATLAB v7.3 files are HDF5
+        raise ValueError(f"{path}: MATLAB v7.3 (HDF5) files are not supported; re-save it "
+                         f"with scipy.io.savemat or MATLAB's -v7 flag ({err})") from err
+    except Exception as err:  # scipy raises many types for damaged files
+        raise ValueError(f"{path} is not a readable .mat file: {err}") from err
+    missing = [k for k in BFM_KEYS if k not in mat]
+    if missing:
+        raise ValueError(f"{path} is missing BFM key(s) {missing}; found {sorted(k for k in mat if not k.startswith('__'))}")
+
+    def flat(key: str) -> np.ndarray:
+        return np.asarray(mat[key]).reshape(-1)
+
+    try:
+        arrays = MorphableArrays(
+            mean_shape=flat("meanshape").astype(np.float32).reshape(-1, 3),
+            id_basis=np.asarray(mat["idBase"], dtype=np.float32),
+            exp_basis=np.asarray(mat["exBase"], dtype=np.float32),
+            mean_tex=flat("meantex").astype(np.float32) / 255.0,
+            tex_basis=np.asarray(mat["texBase"], dtype=np.float32) / 255.0,
+            faces=np.asarray(mat["tri"]).astype(np.int64) - 1,
+            point_buf=np.asarray(mat["point_buf"]).astype(np.int64) - 1,
+            landmarks=flat("keypoints").astype(np.int64) - 1,
+            skin_mask=flat("skinmask").astype(bool),
+            name=f"BFM ({path.name})",
+        )
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: BFM arrays could not be read: {err}") from err
+    try:
+        return arrays.validate()
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
+
+
+# ----------------------------------------------------------------------------------------------
+# The differentiable face model
+# ----------------------------------------------------------------------------------------------
+
+
+class FaceOutput(NamedTuple):
+    """Everything the face model computes for a batch of ``B`` coefficient vectors."""
+
+    shape: torch.Tensor  # (B, N, 3) unposed model-space shape (identity + expression)
+    vertices: torch.Tensor  # (B, N, 3) camera space (D3DFR: x right, y up, z depth)
+    normals: torch.Tensor  # (B, N, 3) rotated unit normals
+    albedo: torch.Tensor  # (B, N, 3) in 0..1
+    colors: torch.Tensor  # (B, N, 3) lit vertex colours
+    landmarks_3d: torch.Tensor  # (B, 68, 3) camera space
+    landmarks_2d: torch.Tensor  # (B, 68, 2) pixels at ``image_size`` (x right, y down)
+
+
+class FaceModel(nn.Module):
+    """257 coefficients to mesh, colours and landmarks (D3DFR conventions, differentiable)."""
+
+    def __init__(self, arrays: MorphableArrays):
+        super().__init__()
+        arrays.validate()
+        mean_shape = torch.as_tensor(arrays.mean_shape, dtype=torch.float32)
+        mean_shape = mean_shape - mean_shape.mean(dim=0, keepdim=True)
+        self.register_buffer("mean_shape", mean_shape.reshape(-1))
+        self.register_buffer("id_basis", torch.as_tensor(arrays.id_basis, dtype=torch.float32))
+        self.register_buffer("exp_basis", torch.as_tensor(arrays.exp_basis, dtype=torch.float32))
+        self.register_buffer("mean_tex", torch.as_tensor(arrays.mean_tex, dtype=torch.float32))
+        self.register_buffer("tex_basis", torch.as_tensor(arrays.tex_basis, dtype=torch.float32))
+        self.register_buffer("faces", torch.as_tensor(arrays.faces, dtype=torch.int64))
+        self.register_buffer("point_buf", torch.as_tensor(arrays.point_buf, dtype=torch.int64))
+        self.register_buffer("landmark_index", torch.as_tensor(arrays.landmarks, dtype=torch.int64))
+        self.register_buffer("skin_mask", torch.as_tensor(arrays.skin_mask, dtype=torch.bool))
+        regions = arrays.regions if arrays.regions is not None else np.zeros(len(arrays.mean_shape))
+        self.register_buffer("regions", torch.as_tensor(regions, dtype=torch.int64))
+        self.region_names = tuple(arrays.region_names) or ("face",)
+        self.component_names = {k: list(v) for k, v in arrays.component_names.items()}
+        self.name = arrays.name
+
+    @property
+    def num_vertices(self) -> int:
+        return self.mean_shape.numel() // 3
+
+    @property
+    def num_faces(self) -> int:
+        return self.faces.shape[0]
+
+    def extra_repr(self) -> str:
+        return f"{self.name}: {self.num_vertices} vertices, {self.num_faces} faces"
+
+    # -- the pieces, each usable on its own (the notebooks show them one by one) -------------
+
+    def compute_shape(self, id_coeffs: torch.Tensor, exp_coeffs: torch.Tensor) -> torch.Tensor:
+        """Unposed shape ``(B, N, 3)`` from identity and expression coefficients."""
+        offsets = id_coeffs @ self.id_basis.T + exp_coeffs @ self.exp_basis.T
+        return (offsets + self.mean_shape).reshape(id_coeffs.shape[0], -1, 3)
+
+    def compute_albedo(self, tex_coeffs: torch.Tensor) -> torch.Tensor:
+        """Albedo ``(B, N, 3)`` in 0..1 (not clipped: the basis may overshoot slightly)."""
+        albedo = tex_coeffs @ self.tex_basis.T + self.mean_tex
+        return albedo.reshape(tex_coeffs.shape[0], -1, 3)
+
+    def compute_normals(self, shape: torch.Tensor) -> torch.Tensor:
+        """Vertex normals via ``point_buf``: summed unit face normals, normalised."""
+        v1, v2, v3 = (shape[:, self.faces[:, k]] for k in range(3))
+        face_normals = nn.functional.normalize(torch.cross(v1 - v2, v2 - v3, dim=-1), dim=-1)
+        padding = face_normals.new_zeros(shape.shape[0], 1, 3)
+        face_normals = torch.cat([face_normals, padding], dim=1)
+        vertex_normals = face_normals[:, self.point_buf].sum(dim=2)
+        return nn.functional.normalize(vertex_normals, dim=-1)
+
+    @staticmethod
+    def rotation_matrix(angles: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, 3)`` matrix R = (Rz Ry Rx)^T, applied to row vectors as ``v @ R``."""
+        x, y, z = angles.unbind(-1)
+        one, zero = torch.ones_like(x), torch.zeros_like(x)
+        rot_x = torch.stack([one, zero, zero, zero, x.cos(), -x.sin(), zero, x.sin(), x.cos()], -1)
+        rot_y = torch.stack([y.cos(), zero, y.sin(), zero, one, zero, -y.sin(), zero, y.cos()], -1)
+        rot_z = torch.stack([z.cos(), -z.sin(), zero, z.sin(), z.cos(), zero, zero, zero, one], -1)
+        rot = rot_z.view(-1, 3, 3) @ rot_y.view(-1, 3, 3) @ rot_x.view(-1, 3, 3)
+        return rot.transpose(1, 2)
+
+    @staticmethod
+    def sh_basis(normals: torch.Tensor) -> torch.Tensor:
+        """The nine second-order SH basis values ``(..., 9)`` of unit normals (D3DFR order)."""
+        a, c = _SH_A, _SH_C
+        nx, ny, nz = normals.unbind(-1)
+        return torch.stack(
+            [
+                torch.full_like(nx, a[0] * c[0]),
+                -a[1] * c[1] * ny,
+                a[1] * c[1] * nz,
+                -a[1] * c[1] * nx,
+                a[2] * c[2] * nx * ny,
+                -a[2] * c[2] * ny * nz,
+                0.5 * a[2] * c[2] / math.sqrt(3.0) * (3 * nz**2 - 1),
+                -a[2] * c[2] * nx * nz,
+                0.5 * a[2] * c[2] * (nx**2 - ny**2),
+            ],
+            dim=-1,
+        )
+
+    @classmethod
+    def shade(cls, albedo: torch.Tensor, normals: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+        """Lambertian SH lighting: ``albedo * (basis(n) @ gamma)`` per colour channel."""
+        gamma = gamma.reshape(-1, 3, 9).clone()
+        gamma[:, :, 0] = gamma[:, :, 0] + DEFAULT_LIGHT
+        irradiance = cls.sh_basis(normals) @ gamma.transpose(1, 2)  # (B, N, 3)
+        return albedo * irradiance
+
+    def forward(self, coeffs: torch.Tensor, image_size: int = 224) -> FaceOutput:
+        """Build the posed, lit face for ``B x 257`` coefficients (rendered at ``image_size``)."""
+        parts = coefficients.split(coeffs)
+        shape = self.compute_shape(parts.id, parts.exp)
+        albedo = self.compute_albedo(parts.tex)
+        rotation = self.rotation_matrix(parts.angles)
+        normals = self.compute_normals(shape) @ rotation
+        vertices = camera.to_camera(shape @ rotation + parts.trans[:, None, :])
+        colors = self.shade(albedo, normals, parts.gamma)
+        landmarks_3d = vertices[:, self.landmark_index]
+        return FaceOutput(
+            shape=shape,
+            vertices=vertices,
+            normals=normals,
+            albedo=albedo,
+            colors=colors,
+            landmarks_3d=landmarks_3d,
+            landmarks_2d=camera.project(landmarks_3d, image_size),
+        )
+
+    def random_coefficients(
+        self, batch_size: int = 1, scale: float = 1.0, generator: torch.Generator | None = None,
+        pose: bool = True, lighting: bool = True,
+    ) -> torch.Tensor:
+        """Draw plausible faces: id/exp/tex ~ N(0, scale^2) (the bases carry the variances),
+        small head rotations, and a light that stays near D3DFR's default."""
+        device = self.mean_shape.device
+
+        def normal(*size, std=1.0):
+            return torch.randn(*size, generator=generator, device=device) * std
+
+        parts = dict(
+            id=normal(batch_size, 80, std=scale),
+            exp=normal(batch_size, 64, std=0.7 * scale),
+            tex=normal(batch_size, 80, std=scale),
+        )
+        if pose:
+            parts["angles"] = normal(batch_size, 3) * torch.tensor([0.12, 0.25, 0.08], device=device)
+        if lighting:
+            gamma = normal(batch_size, 3, 9, std=0.08)
+            gamma[:, :, 0] += normal(batch_size, 1, std=0.1)  # brightness, shared by colours
+            gamma[:, :, 1:4] += normal(batch_size, 1, 3, std=0.15)  # light direction
+            parts["gamma"] = gamma.reshape(batch_size, 27)
+        return coefficients.merge(**parts, batch_size=batch_size)
+
+
+def load_face_model(source: str | os.PathLike | None = None) -> FaceModel:
+    """The face model the kit uses.
+
+    ``source`` is ``"open"`` for the built-in open model, or a path to ``BFM_model_front.mat``.
+    ``None`` (the default everywhere) reads the ``SGPN_BFM`` environment variable and falls back
+    to the built-in model when it is unset.
+    """
+    if source is None:
+        source = os.environ.get(BFM_ENV) or "open"
+    if str(source) == "open":
+        from sgpn.open_face import build_open_face_model
+
+        return FaceModel(build_open_face_model())
+    return FaceModel(load_bfm(source))
