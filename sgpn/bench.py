@@ -1,0 +1,56 @@
+"""Benchmarks behind ``sgpn bench NAME``: each returns a dict printed as one JSON line.
+
+Speed targets are checked here, by measuring, never by timed tests.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+
+def median_ms(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall time of ``fn`` in milliseconds after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(times)
+
+
+def bench_raster(image_size: int = 224, repeats: int = 10) -> dict:
+    """Fast rasterizer against PyTorch3D's ``MeshRasterizer`` on the same face and camera."""
+    from sgpn.face_model import load_face_model
+    from sgpn.renderer import rasterize, rasterize_pytorch3d
+
+    model = load_face_model()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        face = model(model.random_coefficients(1, generator=generator), image_size)
+        vertices = face.vertices
+        fast = rasterize(vertices, model.faces, image_size)
+        fast_ms = median_ms(lambda: rasterize(vertices, model.faces, image_size), repeats)
+        start = time.perf_counter()
+        reference = rasterize_pytorch3d(vertices, model.faces, image_size)
+        pytorch3d_ms = (time.perf_counter() - start) * 1000.0
+    agreement = (fast.pix_to_face == reference.pix_to_face).float().mean().item()
+    return {
+        "vertices": model.num_vertices,
+        "faces": model.num_faces,
+        "image_size": image_size,
+        "fast_ms": round(fast_ms, 2),
+        "pytorch3d_ms": round(pytorch3d_ms, 1),
+        "speedup": round(pytorch3d_ms / fast_ms, 1),
+        "pixel_agreement": round(agreement, 6),
+    }
+
+
+BENCHMARKS: dict[str, Callable[[], dict]] = {
+    "raster": bench_raster,
+}
