@@ -99,13 +99,13 @@ def _clip_faces(face_verts: torch.Tensor, z_clip: float):
     sub_v.append(torch.stack([rot[:, 0], p01, p02], 1)[sel])
     sub_w.append(torch.stack([basis[:, 0], w01, w02], 1)[sel])
     owner.append(sel.nonzero(as_tuple=True)[0])
-    # Vertex 0 behind: the quad (p01, v1, v2, p02) as two triangles.
+    # Vertex 0 behind: the quad (p01, v1, v2, p02) as PyTorch3D splits it, along v1-p02.
     sel = one_behind
-    sub_v.append(torch.stack([p01, rot[:, 1], rot[:, 2]], 1)[sel])
-    sub_w.append(torch.stack([w01, basis[:, 1], basis[:, 2]], 1)[sel])
+    sub_v.append(torch.stack([p01, rot[:, 1], p02], 1)[sel])
+    sub_w.append(torch.stack([w01, basis[:, 1], w02], 1)[sel])
     owner.append(sel.nonzero(as_tuple=True)[0])
-    sub_v.append(torch.stack([p01, rot[:, 2], p02], 1)[sel])
-    sub_w.append(torch.stack([w01, basis[:, 2], w02], 1)[sel])
+    sub_v.append(torch.stack([p02, rot[:, 1], rot[:, 2]], 1)[sel])
+    sub_w.append(torch.stack([w02, basis[:, 1], basis[:, 2]], 1)[sel])
     owner.append(sel.nonzero(as_tuple=True)[0])
     owner = torch.cat(owner)
     n_kept = kept.shape[0]
