@@ -51,6 +51,29 @@ def bench_raster(image_size: int = 224, repeats: int = 10) -> dict:
     }
 
 
+def bench_explorer(image_size: int = 224, repeats: int = 20) -> dict:
+    """Time from a slider change to the updated image and mesh data, on CPU.
+
+    ``update_ms`` moves an expression slider (new positions and image); ``texture_update_ms``
+    moves a texture slider (new mesh colours and image).
+    """
+    from sgpn.widgets import CoefficientExplorer
+
+    explorer = CoefficientExplorer(image_size=image_size)
+    values = iter(torch.linspace(-2, 2, 2 * repeats + 4).tolist() * 4)
+
+    def move(key):
+        explorer.sliders[key].value = next(values)
+
+    return {
+        "vertices": explorer.model.num_vertices,
+        "image_size": image_size,
+        "update_ms": round(median_ms(lambda: move(("exp", 0)), repeats, warmup=2), 2),
+        "texture_update_ms": round(median_ms(lambda: move(("tex", 0)), repeats, warmup=2), 2),
+    }
+
+
 BENCHMARKS: dict[str, Callable[[], dict]] = {
     "raster": bench_raster,
+    "explorer": bench_explorer,
 }

@@ -1,0 +1,202 @@
+"""The coefficient explorer: sliders over the 257-d vector with a live render and 3D mesh.
+
+Callbacks are plain Python methods, so the explorer also works headless: setting
+``explorer.sliders["id", 0].value = 2.0`` updates ``explorer.coeffs``, the rendered image and
+the plotly mesh data exactly as dragging the slider would.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+
+from sgpn import coefficients
+from sgpn.face_model import FaceModel, FaceOutput, load_face_model
+from sgpn.renderer import Renderer
+
+#: Lighting sliders: (label, SH band, applied to every colour channel).
+LIGHT_CONTROLS = (("ambient", 0), ("light from above", 1), ("light from front", 2), ("light from left", 3))
+#: Pose sliders: (label, coefficient index within the 257 vector, range).
+POSE_CONTROLS = (
+    ("pitch", coefficients.SLICES["angles"].start + 0, 0.6),
+    ("yaw", coefficients.SLICES["angles"].start + 1, 0.8),
+    ("roll", coefficients.SLICES["angles"].start + 2, 0.6),
+    ("move x", coefficients.SLICES["trans"].start + 0, 0.5),
+    ("move y", coefficients.SLICES["trans"].start + 1, 0.5),
+    ("move z", coefficients.SLICES["trans"].start + 2, 2.0),
+)
+
+
+def image_to_png(image: torch.Tensor, landmarks: torch.Tensor | None = None) -> bytes:
+    """A ``(3, H, W)`` image in 0..1 (clipped for display only) as PNG bytes, with landmarks."""
+    from PIL import Image, ImageDraw
+
+    array = (image.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
+    picture = Image.fromarray(array)
+    if landmarks is not None:
+        draw = ImageDraw.Draw(picture)
+        radius = max(1.0, image.shape[-1] / 160)
+        for x, y in landmarks.detach().cpu().tolist():
+            draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=(40, 220, 90))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def hex_colors(colors: torch.Tensor) -> np.ndarray:
+    """Per-vertex ``(N, 3)`` colours in 0..1 as '#rrggbb' strings (plotly's fast path)."""
+    rgb = (colors.detach().clamp(0, 1) * 255).round().to(torch.int32).cpu().numpy()
+    return np.array(["#%02x%02x%02x" % tuple(c) for c in rgb.tolist()])
+
+
+class CoefficientExplorer:
+    """Sliders for the named id/exp/tex components, lighting and pose, a live image with
+    landmarks, a plotly mesh (faces sent once; later updates send positions or colours only),
+    and "random face" / "reset" buttons.
+
+    The image shows the SH-lit colours the renderer produces; the 3D mesh shows the albedo,
+    because plotly lights the mesh itself. So lighting sliders change only the image, texture
+    sliders the mesh colours, and shape and pose sliders the mesh positions.
+    """
+
+    def __init__(self, face_model: FaceModel | None = None, image_size: int = 224,
+                 slider_range: float = 3.0, seed: int = 0):
+        import ipywidgets as widgets
+
+        self.model = face_model or load_face_model()
+        self.renderer = Renderer(image_size, backend="fast")
+        self.coeffs = torch.zeros(1, coefficients.NUM_COEFFS)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.sliders: dict[tuple[str, int] | str, widgets.FloatSlider] = {}
+        self._syncing = False
+        self.face: FaceOutput | None = None
+
+        groups = {}
+        for part in ("id", "exp", "tex"):
+            names = self.model.component_names.get(part) or [f"{part} {i}" for i in range(6)]
+            boxes = []
+            for index, name in enumerate(names):
+                slider = self._slider(name, -slider_range, slider_range)
+                self.sliders[part, index] = slider
+                boxes.append(slider)
+            groups[part] = widgets.VBox(boxes)
+        light = []
+        for label, _ in LIGHT_CONTROLS:
+            self.sliders[label] = self._slider(label, -0.8, 0.8)
+            light.append(self.sliders[label])
+        pose = []
+        for label, _, limit in POSE_CONTROLS:
+            self.sliders[label] = self._slider(label, -limit, limit)
+            pose.append(self.sliders[label])
+        groups["light"], groups["pose"] = widgets.VBox(light), widgets.VBox(pose)
+
+        self.random_button = widgets.Button(description="random face", icon="random")
+        self.reset_button = widgets.Button(description="reset", icon="undo")
+        self.random_button.on_click(lambda _: self.random_face())
+        self.reset_button.on_click(lambda _: self.reset())
+
+        self.image = widgets.Image(format="png", width=image_size, height=image_size)
+        self.mesh_figure = self._build_mesh_figure()
+        tabs = widgets.Tab(children=[groups[k] for k in ("id", "exp", "tex", "light", "pose")])
+        for index, title in enumerate(("identity", "expression", "texture", "lighting", "pose")):
+            tabs.set_title(index, title)
+        self.widget = widgets.VBox([
+            widgets.HBox([self.random_button, self.reset_button]),
+            widgets.HBox([widgets.VBox([tabs]), self.image, self.mesh_figure]),
+        ])
+        self.update(shape=True, colors=True)
+
+    # -- building blocks -------------------------------------------------------------------
+
+    def _slider(self, label: str, low: float, high: float):
+        import ipywidgets as widgets
+
+        slider = widgets.FloatSlider(value=0.0, min=low, max=high, step=0.05, description=label,
+                                     continuous_update=True, style={"description_width": "120px"})
+        slider.observe(self._on_slider, names="value")
+        return slider
+
+    def _build_mesh_figure(self):
+        import plotly.graph_objects as go
+
+        with torch.no_grad():
+            face = self.model(self.coeffs)
+        x, y, z = face.vertices[0].T.numpy()
+        i, j, k = self.model.faces.T.numpy()
+        figure = go.FigureWidget(
+            data=[go.Mesh3d(x=x, y=y, z=-z, i=i, j=j, k=k, vertexcolor=hex_colors(face.albedo[0]),
+                            flatshading=False, hoverinfo="skip")],
+            layout=go.Layout(width=360, height=360, margin=dict(l=0, r=0, t=0, b=0),
+                             scene=dict(aspectmode="data", camera=dict(eye=dict(x=0, y=0, z=2.2), up=dict(x=0, y=1, z=0)),
+                                        xaxis_visible=False, yaxis_visible=False, zaxis_visible=False)),
+        )
+        return figure
+
+    # -- callbacks (plain Python: headless tests set slider.value) ---------------------------
+
+    def _on_slider(self, change) -> None:
+        if self._syncing:
+            return
+        key = next(k for k, s in self.sliders.items() if s is change["owner"])
+        self.set_from_slider(key, change["new"])
+
+    def set_from_slider(self, key, value: float) -> None:
+        """Write one slider's value into the coefficients and refresh what it changes."""
+        if isinstance(key, tuple):
+            part, index = key
+            self.coeffs[0, coefficients.SLICES[part].start + index] = value
+            self.update(shape=part in ("id", "exp"), colors=part == "tex")
+        elif key in dict(LIGHT_CONTROLS):
+            band = dict(LIGHT_CONTROLS)[key]
+            gamma = self.coeffs[0, coefficients.SLICES["gamma"]].view(3, 9)
+            gamma[:, band] = value
+            self.update(shape=False, colors=False)
+        else:
+            index = next(i for label, i, _ in POSE_CONTROLS if label == key)
+            self.coeffs[0, index] = value
+            self.update(shape=True, colors=False)
+
+    def random_face(self) -> None:
+        """Draw a plausible random face and move the sliders to match."""
+        self.coeffs = self.model.random_coefficients(1, generator=self.generator)
+        self._sync_sliders()
+        self.update(shape=True, colors=True)
+
+    def reset(self) -> None:
+        """Back to the mean face, frontal, in D3DFR's default light."""
+        self.coeffs = torch.zeros(1, coefficients.NUM_COEFFS)
+        self._sync_sliders()
+        self.update(shape=True, colors=True)
+
+    def _sync_sliders(self) -> None:
+        """Move sliders to the coefficients without triggering one update per slider."""
+        self._syncing = True
+        try:
+            gamma = self.coeffs[0, coefficients.SLICES["gamma"]].view(3, 9)
+            for key, slider in self.sliders.items():
+                if isinstance(key, tuple):
+                    value = self.coeffs[0, coefficients.SLICES[key[0]].start + key[1]]
+                elif key in dict(LIGHT_CONTROLS):
+                    value = gamma[:, dict(LIGHT_CONTROLS)[key]].mean()
+                else:
+                    value = self.coeffs[0, next(i for label, i, _ in POSE_CONTROLS if label == key)]
+                slider.value = float(np.clip(float(value), slider.min, slider.max))
+        finally:
+            self._syncing = False
+
+    def update(self, shape: bool = True, colors: bool = True) -> None:
+        """Recompute the face, re-render the image and send the changed mesh data to plotly:
+        positions when ``shape`` changed, albedo colours when ``colors`` changed."""
+        with torch.no_grad():
+            self.face = self.model(self.coeffs, self.renderer.image_size)
+            rendered = self.renderer(self.face, self.model.faces)
+        self.image.value = image_to_png(rendered.image[0], rendered.landmarks[0])
+        mesh = self.mesh_figure.data[0]
+        with self.mesh_figure.batch_update():
+            if shape:
+                x, y, z = self.face.vertices[0].T.numpy()
+                mesh.x, mesh.y, mesh.z = x, y, -z
+            if colors:
+                mesh.vertexcolor = hex_colors(self.face.albedo[0])
