@@ -44,6 +44,7 @@ from sgpn.layers import (
     ModulatedConv2d,
     PixelNorm,
     Upsample,
+    needs_grad,
 )
 
 FUSIONS = ("affb", "lq_only", "sum")
@@ -203,7 +204,11 @@ class FeatureInjection(nn.Module):
         if feature.shape[0] != x.shape[0] or feature.shape[2:] != x.shape[2:]:
             raise ValueError(f"injected feature {tuple(feature.shape)} does not match the "
                              f"activations {tuple(x.shape)} in batch or spatial size")
-        return torch.cat([x, self.weight * feature], dim=1)
+        if needs_grad(x, feature, self.weight):
+            return torch.cat([x, self.weight * feature], dim=1)
+        out = torch.cat([x, feature], dim=1)  # inference: scale in place, no extra buffer
+        out[:, x.shape[1]:].mul_(self.weight)
+        return out
 
 
 class StyledConv(nn.Module):
@@ -215,7 +220,7 @@ class StyledConv(nn.Module):
         self.conv = ModulatedConv2d(in_channels, out_channels, 3, style_dim,
                                     blur_kernel=blur_kernel)
         self.noise = FeatureInjection()
-        self.activate = FusedLeakyReLU(2 * out_channels)
+        self.activate = FusedLeakyReLU(2 * out_channels, inplace=True)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
         return self.activate(self.noise(self.conv(x, style), feature))
@@ -238,7 +243,7 @@ class AFFB(nn.Module):
         self.conv = ModulatedConv2d(in_channels, out_channels, 3, style_dim, upsample=upsample,
                                     blur_kernel=blur_kernel)
         self.noise = FeatureInjection()
-        self.activate = FusedLeakyReLU(2 * out_channels)
+        self.activate = FusedLeakyReLU(2 * out_channels, inplace=True)
         if fusion == "affb":
             self.convs_mask = nn.Sequential(EqualConv2d(3 * out_channels, out_channels, 1))
 
@@ -248,7 +253,8 @@ class AFFB(nn.Module):
             return f_lq, None
         if self.fusion == "sum":
             return f_lq + f_3d, None
-        mask = torch.sigmoid(self.convs_mask(torch.cat([out, f_lq, f_3d], dim=1)))
+        # in place is safe under autograd too: a convolution does not keep its output
+        mask = self.convs_mask(torch.cat([out, f_lq, f_3d], dim=1)).sigmoid_()
         return torch.lerp(f_3d, f_lq, mask), mask
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, f_lq: torch.Tensor,
@@ -310,7 +316,10 @@ class Decoder(nn.Module):
                 f_3d: list[torch.Tensor] | None):
         """Image and the AFFB masks ``{(resolution, block): M}`` (block 0 upsamples)."""
         w = self.mlp(mapping_input)  # the same w feeds every layer
-        out = self.conv1(self.input(w.shape[0]), w, f_lq[0])
+        out = self.input(w.shape[0])
+        if f_lq[0].is_contiguous(memory_format=torch.channels_last):
+            out = out.contiguous(memory_format=torch.channels_last)  # keep one layout throughout
+        out = self.conv1(out, w, f_lq[0])
         skip = self.to_rgb1(out, w)
         masks: dict[tuple[int, int], torch.Tensor] = {}
         for level, to_rgb in enumerate(self.to_rgbs, start=1):

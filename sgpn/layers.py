@@ -15,7 +15,8 @@ resampling is the single native op it amounts to for a 2x factor with an even-le
 * blur            -> depthwise ``conv2d`` (``groups=C``)
 * blur + stride 2 -> blur, then a stride-2 ``conv2d``
 * 2x upsample     -> depthwise ``conv_transpose2d`` with stride 2
-* modulated conv  -> one grouped convolution over the batch (groups = batch size)
+* modulated conv  -> one plain convolution: with the modulated weight for a single image,
+                     with the shared weight on style-scaled activations for a batch
 
 All of them compute the same sums as ``upfirdn2d`` (reproducing the release's outputs to
 about 1e-6), and they follow the input's memory format, so a ``channels_last`` input runs
@@ -48,34 +49,44 @@ def make_blur_kernel(taps: Sequence[float] = DEFAULT_BLUR, gain: float = 1.0) ->
     return k / k.sum() * gain
 
 
+def needs_grad(*tensors: torch.Tensor) -> bool:
+    """Whether autograd will track an op on ``tensors`` (else in-place shortcuts are safe)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def fused_leaky_relu(
     x: torch.Tensor, bias: torch.Tensor, negative_slope: float = NEGATIVE_SLOPE,
-    scale: float = ACTIVATION_GAIN,
+    scale: float = ACTIVATION_GAIN, inplace: bool = False,
 ) -> torch.Tensor:
     """``leaky_relu(x + bias) * scale``, with ``bias`` along dim 1.
 
-    Without autograd the three element-wise passes run in place on one buffer, which matters
-    on CPU where they cost about as much as a convolution at full resolution.
+    Without autograd the three element-wise passes run in place on one buffer (``x`` itself
+    when ``inplace``), which matters on CPU: at 512 x 512 each fresh buffer costs about as much
+    as the arithmetic.
     """
     bias = bias.view(1, -1, *([1] * (x.dim() - 2)))
-    if torch.is_grad_enabled() and (x.requires_grad or bias.requires_grad):
+    if needs_grad(x, bias):
         return F.leaky_relu(x + bias, negative_slope) * scale
-    out = x + bias
+    out = x.add_(bias) if inplace else x + bias
     return F.leaky_relu_(out, negative_slope).mul_(scale)
 
 
 class FusedLeakyReLU(nn.Module):
-    """Learned per-channel bias, leaky ReLU (0.2) and gain sqrt(2)."""
+    """Learned per-channel bias, leaky ReLU (0.2) and gain sqrt(2).
+
+    ``inplace=True`` lets inference overwrite the input; only for inputs nothing else reads.
+    """
 
     def __init__(self, channels: int, negative_slope: float = NEGATIVE_SLOPE,
-                 scale: float = ACTIVATION_GAIN):
+                 scale: float = ACTIVATION_GAIN, inplace: bool = False):
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(channels))
         self.negative_slope = negative_slope
         self.scale = scale
+        self.inplace = inplace
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fused_leaky_relu(x, self.bias, self.negative_slope, self.scale)
+        return fused_leaky_relu(x, self.bias, self.negative_slope, self.scale, self.inplace)
 
 
 class PixelNorm(nn.Module):
@@ -106,7 +117,7 @@ class EqualLinear(nn.Module):
         if self.activation:
             out = F.linear(x, weight)
             bias = self.bias * self.lr_mul if self.bias is not None else out.new_zeros(out.shape[1])
-            return fused_leaky_relu(out, bias)
+            return fused_leaky_relu(out, bias, inplace=True)
         bias = self.bias * self.lr_mul if self.bias is not None else None
         return F.linear(x, weight, bias)
 
@@ -182,8 +193,8 @@ class ModulatedConv2d(nn.Module):
     """StyleGAN2's weight-modulated convolution.
 
     The style vector scales the weight per input channel (an ``EqualLinear`` whose bias starts
-    at 1), demodulation rescales each output filter to unit norm (eps 1e-8), and the batch runs
-    as one grouped convolution with one weight per sample. ``upsample`` uses a stride-2
+    at 1) and demodulation rescales each output filter to unit norm (eps 1e-8). ``upsample``
+    uses a stride-2
     transposed convolution followed by a blur, as the release does.
     """
 
@@ -207,32 +218,30 @@ class ModulatedConv2d(nn.Module):
             torch.randn(1, out_channels, in_channels, kernel_size, kernel_size))
         self.modulation = EqualLinear(style_dim, in_channels, bias_init=1.0)
 
-    def modulated_weight(self, style: torch.Tensor) -> torch.Tensor:
-        """Per-sample weights ``(B, out, in, k, k)``."""
-        batch = style.shape[0]
-        weight = self.scale * self.weight * self.modulation(style).view(batch, 1, -1, 1, 1)
-        if self.demodulate:
-            demod = torch.rsqrt(weight.pow(2).sum([2, 3, 4]) + 1e-8)
-            weight = weight * demod.view(batch, self.out_channels, 1, 1, 1)
-        return weight
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        if self.upsample:
+            return self.blur(F.conv_transpose2d(x, weight.transpose(0, 1), stride=2))
+        return F.conv2d(x, weight, padding=self.padding)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        batch, in_channels, height, width = x.shape
+        batch, in_channels = x.shape[:2]
         if in_channels != self.in_channels:
             raise ValueError(f"{type(self).__name__} expects {self.in_channels} input channels, "
                              f"got {in_channels}")
-        weight = self.modulated_weight(style)
-        k = self.kernel_size
-        grouped = x.reshape(1, batch * in_channels, height, width) if batch > 1 else x
-        if self.upsample:
-            weight = weight.transpose(1, 2).reshape(batch * in_channels, self.out_channels, k, k)
-            out = F.conv_transpose2d(grouped, weight, stride=2, groups=batch)
-        else:
-            weight = weight.reshape(batch * self.out_channels, in_channels, k, k)
-            out = F.conv2d(grouped, weight, padding=self.padding, groups=batch)
-        if batch > 1:
-            out = out.reshape(batch, self.out_channels, *out.shape[2:])
-        return self.blur(out) if self.upsample else out
+        style = self.modulation(style)  # (B, in): per-input-channel scales
+        weight = self.scale * self.weight[0]  # (out, in, k, k)
+        if batch == 1:  # modulate (and demodulate) the weight itself: one plain convolution
+            weight = weight * style.view(1, -1, 1, 1)
+            if self.demodulate:
+                weight = weight * torch.rsqrt(weight.pow(2).sum([1, 2, 3]) + 1e-8).view(-1, 1, 1, 1)
+            return self._conv(x, weight)
+        # A batch: scale the activations instead of the weights, run one shared convolution and
+        # apply the demodulation to its output. Same sums as per-sample weights, regrouped.
+        out = self._conv(x * style.view(batch, -1, 1, 1), weight)
+        if self.demodulate:
+            demod = torch.rsqrt(style.pow(2) @ weight.pow(2).sum([2, 3]).T + 1e-8)  # (B, out)
+            out = out * demod.view(batch, -1, 1, 1)
+        return out
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, {self.kernel_size}, "
@@ -259,7 +268,7 @@ class ConvLayer(nn.Sequential):
         layers.append(EqualConv2d(in_channels, out_channels, kernel_size, stride=stride,
                                   padding=padding, bias=bias and not activate))
         if activate:
-            layers.append(FusedLeakyReLU(out_channels) if bias else ScaledLeakyReLU())
+            layers.append(FusedLeakyReLU(out_channels, inplace=True) if bias else ScaledLeakyReLU())
         super().__init__(*layers)
 
 
