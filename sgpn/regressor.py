@@ -1,0 +1,86 @@
+"""The coefficient regressor of the shape restoration module (D3DFR's ``ReconNetWrapper``).
+
+A torchvision ResNet-50 without its classifier gives a 2048-d pooled feature; seven 1x1
+convolutions on it, initialised to zero, predict the parts of the 257-d 3DMM vector, which are
+concatenated in the storage order of :mod:`sgpn.coefficients`::
+
+    identity 80 | expression 64 | texture 80 | angles 3 | lighting 27 | translation xy 2 | z 1
+
+Parameter names (``backbone.*``, ``final_layers.0..6.*``) are D3DFR's, so its checkpoints
+(a dict with ``net_recon``) and the SGPN release's fine-tuned ``d3dfr_finetune_ours.pth``
+(a bare state dict) load directly.
+
+Input convention: RGB in [0, 1], 224 x 224, face aligned to D3DFR's crop (see
+:mod:`sgpn.shape_prior` for getting there from an SGPN crop).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torchvision
+from torch import nn
+
+#: Output sizes of the seven heads, in storage order (translation is split into xy and z).
+HEAD_SIZES = (80, 64, 80, 3, 27, 2, 1)
+#: D3DFR's input resolution.
+INPUT_SIZE = 224
+FEATURE_DIM = 2048
+#: Keys under which training checkpoints keep the network's state dict.
+CHECKPOINT_KEYS = ("net_recon", "state_dict")
+#: Slack on the [0, 1] range check (resampling can overshoot by a hair).
+RANGE_TOLERANCE = 1e-3
+
+
+def check_regressor_input(image: torch.Tensor, name: str = "image") -> None:
+    """Raise a clear error unless ``image`` is ``B x 3 x 224 x 224`` RGB in [0, 1]."""
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(image).__name__}")
+    if not image.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor in [0, 1], got {image.dtype}")
+    if image.dim() != 4:
+        raise ValueError(f"{name} must have 4 dims (B, 3, {INPUT_SIZE}, {INPUT_SIZE}), "
+                         f"got shape {tuple(image.shape)}")
+    if image.shape[1] != 3:
+        raise ValueError(f"{name} must have 3 (RGB) channels, got {image.shape[1]} "
+                         f"(shape {tuple(image.shape)})")
+    if tuple(image.shape[2:]) != (INPUT_SIZE, INPUT_SIZE):
+        raise ValueError(f"{name} must be {INPUT_SIZE} x {INPUT_SIZE} (D3DFR's crop), got "
+                         f"{tuple(image.shape[2:])}; see sgpn.shape_prior for the warp")
+    if not torch.isfinite(image).all():
+        raise ValueError(f"{name} contains NaN or Inf")
+    low, high = image.min().item(), image.max().item()
+    if low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
+        raise ValueError(f"{name} must hold RGB values in [0, 1], got [{low:.3f}, {high:.3f}]"
+                         + (" (a [-1, 1] image? map it with (x + 1) / 2)" if low < -0.1 else ""))
+
+
+class CoefficientRegressor(nn.Module):
+    """ResNet-50 + seven zero-initialised 1x1 heads: RGB [0, 1] 224^2 -> ``B x 257``."""
+
+    def __init__(self):
+        super().__init__()
+        backbone = torchvision.models.resnet50(weights=None)
+        backbone.fc = nn.Identity()  # the pooled 2048-d feature; no fc in the state dict
+        self.backbone = backbone
+        self.final_layers = nn.ModuleList(nn.Conv2d(FEATURE_DIM, n, 1) for n in HEAD_SIZES)
+        for head in self.final_layers:
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        check_regressor_input(image)
+        feature = self.backbone(image).reshape(image.shape[0], FEATURE_DIM, 1, 1)
+        return torch.cat([head(feature) for head in self.final_layers], dim=1).flatten(1)
+
+    def load_checkpoint(self, path: str | os.PathLike) -> "CoefficientRegressor":
+        """Load D3DFR (``{"net_recon": ...}``) or SGPN (bare state dict) weights, strictly."""
+        from sgpn.weights import load_strict, read_state_dict
+
+        load_strict(self, read_state_dict(path, keys=CHECKPOINT_KEYS), str(path))
+        return self
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike) -> "CoefficientRegressor":
+        return cls().load_checkpoint(path)

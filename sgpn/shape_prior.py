@@ -1,0 +1,171 @@
+"""The shape prior: a low-quality face to its 3DMM coefficients z_3d and rendered face I_3d.
+
+As in the official release, for a ``B x 3 x S x S`` crop in [-1, 1]:
+
+1. warp the crop into D3DFR's 224 x 224 frame and map it to [0, 1];
+2. regress z_3d (257) with :class:`~sgpn.regressor.CoefficientRegressor`;
+3. build the posed, lit mesh with :class:`~sgpn.face_model.FaceModel` and render it at 224;
+4. warp the render and its mask back to S x S; I_3d = (render * mask) * 2 - 1 (background -1).
+
+The warp. SGPN crops are aligned by a similarity that puts five landmarks (eye centres, nose
+tip, mouth corners) on a square-padded 96 x 112 template with inner padding 0.25. The release
+then re-detects the five points and fits D3DFR's crop to them (a scale + translation fit of
+D3DFR's 3D five-point template, scaled to 102 px). For a crop aligned to the template, those
+five points *are* the template, so the warp is one fixed similarity per crop size, computed
+here from the two templates (:func:`crop_to_d3dfr_matrix`). ``alignment="resize"`` instead
+treats the crop as already framed like D3DFR's and simply resizes (rendering directly at S).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sgpn.face_model import FaceModel, FaceOutput, load_face_model
+from sgpn.regressor import INPUT_SIZE, RANGE_TOLERANCE, CoefficientRegressor
+from sgpn.renderer import Renderer
+
+#: The classic 96 x 112 five-point template (x, y): eyes, nose tip, mouth corners.
+TEMPLATE_96x112 = np.array([[30.29459953, 51.69630051], [65.53179932, 51.50139999],
+                            [48.02519989, 71.73660278], [33.54930115, 92.3655014],
+                            [62.72990036, 92.20410156]])
+TEMPLATE_SIZE = (96, 112)
+#: SGPN pads the template region by this fraction on each side before scaling to the crop.
+INNER_PADDING = 0.25
+#: D3DFR's 3D five-point template (x, y, z), same point order.
+D3DFR_LANDMARKS_3D = np.array([[-0.3115, 0.2904, 0.1338], [0.3098, 0.2897, 0.1318],
+                               [0.0033, -0.0462, 0.5524], [-0.2522, -0.3813, 0.2241],
+                               [0.2485, -0.3813, 0.2224]])
+#: D3DFR scales the crop so that the fitted template scale becomes this many pixels.
+D3DFR_RESCALE = 102.0
+ALIGNMENTS = ("template", "resize")
+
+
+def template_points(size: int) -> np.ndarray:
+    """Where the five landmarks of an SGPN-aligned ``size`` x ``size`` crop lie (x, y)."""
+    points = TEMPLATE_96x112.copy()
+    crop = np.array(TEMPLATE_SIZE, dtype=np.float64)
+    square = crop.max() - crop  # make the template region square: pad x by 8 px
+    points += square / 2
+    crop += square
+    padding = crop * INNER_PADDING * 2
+    points += padding / 2
+    crop += np.round(padding)
+    return points * (size / crop[0])
+
+
+def _fit_scale_translation(points_2d: np.ndarray, points_3d: np.ndarray) -> tuple[np.ndarray, float]:
+    """D3DFR's least-squares fit of an affine camera; returns its translation and mean scale."""
+    n = len(points_2d)
+    system = np.zeros((2 * n, 8))
+    system[0::2, 0:3] = points_3d
+    system[0::2, 3] = 1
+    system[1::2, 4:7] = points_3d
+    system[1::2, 7] = 1
+    solution = np.linalg.lstsq(system, points_2d.reshape(-1), rcond=None)[0]
+    scale = (np.linalg.norm(solution[0:3]) + np.linalg.norm(solution[4:7])) / 2
+    return solution[[3, 7]], scale
+
+
+def crop_to_d3dfr_matrix(size: int) -> torch.Tensor:
+    """The ``2 x 3`` similarity from an SGPN-aligned ``size`` crop to D3DFR's 224 frame.
+
+    Reproduces D3DFR's preprocessing on the template's five points: flip y up, fit scale and
+    translation of the 3D template, rescale so the face is 102 px, crop 224 around the centre,
+    flip y back. All steps are scale + translation, so the result is exact for aligned crops.
+    """
+    points = template_points(size)
+    flipped = points.copy()
+    flipped[:, 1] = size - 1 - flipped[:, 1]
+    translation, fitted_scale = _fit_scale_translation(flipped, D3DFR_LANDMARKS_3D)
+    scale = D3DFR_RESCALE / fitted_scale
+    resized = int(size * scale)  # D3DFR truncates the resized image size
+    offset = resized / 2 - INPUT_SIZE / 2
+    # x' = scale (x - tx + size/2) - offset;  y' = 223 - [scale (size-1-y - ty + size/2) - offset]
+    bx = scale * (size / 2 - translation[0]) - offset
+    by = (INPUT_SIZE - 1) - scale * (size - 1 - translation[1] + size / 2) + offset
+    return torch.tensor([[scale, 0.0, bx], [0.0, scale, by]], dtype=torch.float32)
+
+
+def invert_similarity(matrix: torch.Tensor) -> torch.Tensor:
+    """Inverse of a ``2 x 3`` (or ``B x 2 x 3``) affine matrix."""
+    full = torch.cat([matrix, matrix.new_tensor([0.0, 0.0, 1.0]).expand(*matrix.shape[:-2], 1, 3)], -2)
+    return torch.linalg.inv(full)[..., :2, :]
+
+
+class ShapePriorOutput(NamedTuple):
+    coeffs: torch.Tensor  # (B, 257) z_3d
+    image: torch.Tensor  # (B, 3, S, S) I_3d in [-1, 1], background -1
+    mask: torch.Tensor  # (B, 1, S, S) render coverage in the crop frame (0..1 at warped edges)
+    face: FaceOutput  # the mesh (camera space of D3DFR's 224 frame)
+    regressor_input: torch.Tensor  # (B, 3, 224, 224) what the regressor saw, RGB in [0, 1]
+
+
+class ShapePrior(nn.Module):
+    """LQ crops in [-1, 1] -> z_3d, I_3d, mask and mesh (SGPN's shape restoration module).
+
+    ``regressor`` defaults to a fresh :class:`CoefficientRegressor` (load D3DFR weights into it),
+    ``face_model`` to :func:`~sgpn.face_model.load_face_model` (BFM if configured, else the
+    kit's open model), ``renderer`` to :class:`~sgpn.renderer.Renderer` at 224.
+    """
+
+    def __init__(self, regressor: CoefficientRegressor | None = None,
+                 face_model: FaceModel | None = None, renderer: Renderer | None = None,
+                 alignment: str = "template"):
+        super().__init__()
+        if alignment not in ALIGNMENTS:
+            raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
+        self.regressor = regressor if regressor is not None else CoefficientRegressor()
+        self.face_model = face_model if face_model is not None else load_face_model()
+        self.renderer = renderer if renderer is not None else Renderer(INPUT_SIZE)
+        self.alignment = alignment
+
+    def to_regressor_frame(self, lq: torch.Tensor) -> torch.Tensor:
+        """The crop in D3DFR's frame, RGB [0, 1] (outside the crop: 0.5, as the release's
+        zero padding of the [-1, 1] image gives)."""
+        size = lq.shape[-1]
+        if self.alignment == "resize":
+            framed = F.interpolate(lq, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear",
+                                   align_corners=False, antialias=size > INPUT_SIZE)
+        else:
+            from kornia.geometry.transform import warp_affine
+
+            matrix = crop_to_d3dfr_matrix(size).to(lq).expand(lq.shape[0], 2, 3)
+            framed = warp_affine(lq, matrix, (INPUT_SIZE, INPUT_SIZE), align_corners=True)
+        return framed * 0.5 + 0.5
+
+    def render(self, face: FaceOutput, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Render the face into the crop frame: image in [0, 1] and mask, both at ``size``."""
+        if self.alignment == "resize":
+            rendered = Renderer(size, self.renderer.backend)(face, self.face_model.faces)
+            return rendered.image, rendered.mask
+        from kornia.geometry.transform import warp_affine
+
+        rendered = self.renderer(face, self.face_model.faces)
+        back = invert_similarity(crop_to_d3dfr_matrix(size)).to(rendered.image)
+        back = back.expand(rendered.image.shape[0], 2, 3)
+        image = warp_affine(rendered.image, back, (size, size), align_corners=True)
+        mask = warp_affine(rendered.mask, back, (size, size), align_corners=True)
+        return image, mask
+
+    def forward(self, lq: torch.Tensor) -> ShapePriorOutput:
+        if not isinstance(lq, torch.Tensor) or not lq.is_floating_point():
+            raise TypeError(f"lq must be a floating-point tensor, got {getattr(lq, 'dtype', type(lq))}")
+        if lq.dim() != 4 or lq.shape[1] != 3 or lq.shape[2] != lq.shape[3]:
+            raise ValueError(f"lq must have shape (B, 3, S, S), got {tuple(lq.shape)}")
+        if not torch.isfinite(lq).all():
+            raise ValueError("lq contains NaN or Inf")
+        low, high = lq.min().item(), lq.max().item()
+        if low < -1 - RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
+            raise ValueError(f"lq must hold values in [-1, 1], got [{low:.3f}, {high:.3f}]")
+        size = lq.shape[-1]
+        framed = self.to_regressor_frame(lq)
+        coeffs = self.regressor(framed)
+        face = self.face_model(coeffs, INPUT_SIZE if self.alignment == "template" else size)
+        image, mask = self.render(face, size)
+        return ShapePriorOutput(coeffs=coeffs, image=(image * mask) * 2 - 1, mask=mask,
+                                face=face, regressor_input=framed)
