@@ -163,10 +163,15 @@ def rasterize(
     H = W = int(image_size)
     device = vertices.device
     with torch.no_grad():
-        # Work on camera-space faces so that clipping happens before projection.
-        cam_faces = vertices.detach()[:, faces]
-        tris, batch_idx, face_idx, bary_map = _clip_faces(cam_faces, z_clip)
-        tris = _screen(tris, image_size)
+        detached = vertices.detach()
+        if detached[..., 2].min() >= z_clip:  # the usual case: nothing to clip
+            tris = _screen(detached, image_size)[:, faces].reshape(B * F, 3, 3)
+            batch_idx = torch.arange(B, device=device).repeat_interleave(F)
+            face_idx = torch.arange(F, device=device).repeat(B)
+            bary_map = None
+        else:  # clip in camera space, before projection
+            tris, batch_idx, face_idx, bary_map = _clip_faces(detached[:, faces], z_clip)
+            tris = _screen(tris, image_size)
         x, y, z = tris[..., 0], tris[..., 1], tris[..., 2]
         ndc_area = _edge(x[:, 2], y[:, 2], x[:, 0], y[:, 0], x[:, 1], y[:, 1]) * (2.0 / W) * (2.0 / H)
         x_lo = x.amin(-1).ceil().clamp_min(0)
@@ -177,11 +182,10 @@ def rasterize(
         sub = ok.nonzero(as_tuple=True)[0]
         width = (x_hi - x_lo + 1)[sub].long()
         counts = width * (y_hi - y_lo + 1)[sub].long()
-        pair_sub = torch.repeat_interleave(sub, counts)
-        offsets = torch.arange(pair_sub.numel(), device=device) - torch.repeat_interleave(
-            torch.cumsum(counts, 0) - counts, counts
-        )
-        pair_w = torch.repeat_interleave(width, counts)
+        pair = torch.repeat_interleave(torch.arange(sub.numel(), device=device), counts)
+        offsets = torch.arange(pair.numel(), device=device) - (torch.cumsum(counts, 0) - counts)[pair]
+        pair_w = width[pair]
+        pair_sub = sub[pair]
         px = x_lo[pair_sub] + offsets % pair_w
         py = y_lo[pair_sub] + torch.div(offsets, pair_w, rounding_mode="floor")
         bary = _barycentrics(px, py, tris[pair_sub])
