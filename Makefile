@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: venv lab test bench clean-venv
+.PHONY: venv lab test bench figures clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: venv
 ## make bench: print the benchmark JSON lines
 bench: venv
 	$(BIN)/sgpn bench raster explorer
+
+## make figures: regenerate figures/ headless
+figures: venv
+	$(BIN)/sgpn figures --out figures
 
 clean-venv:
 	rm -rf $(VENV)

@@ -15,6 +15,14 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _figures(args: argparse.Namespace) -> int:
+    from sgpn.figures import make_figures
+
+    for path in make_figures(args.out, args.names or None):
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sgpn.bench import BENCHMARKS
 
@@ -24,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("names", nargs="+", choices=sorted(BENCHMARKS), metavar="NAME",
                        help=f"one or more of: {', '.join(sorted(BENCHMARKS))}")
     bench.set_defaults(func=_bench)
+    figures = sub.add_parser("figures", help="regenerate the kit's figures headless")
+    figures.add_argument("names", nargs="*", help="figure names (default: all)")
+    figures.add_argument("--out", default="figures", help="output folder")
+    figures.set_defaults(func=_figures)
     return parser
 
 

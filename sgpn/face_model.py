@@ -300,7 +300,7 @@ class FaceModel(nn.Module):
         pose: bool = True, lighting: bool = True,
     ) -> torch.Tensor:
         """Draw plausible faces: id/exp/tex ~ N(0, scale^2) (the bases carry the variances),
-        small head rotations, and a light that stays near D3DFR's default."""
+        small head rotations, and a mostly white light that stays near D3DFR's default."""
         device = self.mean_shape.device
 
         def normal(*size, std=1.0):
@@ -314,10 +314,10 @@ class FaceModel(nn.Module):
         if pose:
             parts["angles"] = normal(batch_size, 3) * torch.tensor([0.12, 0.25, 0.08], device=device)
         if lighting:
-            gamma = normal(batch_size, 3, 9, std=0.08)
-            gamma[:, :, 0] += normal(batch_size, 1, std=0.1)  # brightness, shared by colours
-            gamma[:, :, 1:4] += normal(batch_size, 1, 3, std=0.15)  # light direction
-            parts["gamma"] = gamma.reshape(batch_size, 27)
+            # Mostly white light: bands shared by the colours, plus a faint per-colour tint.
+            white = normal(batch_size, 1, 9) * torch.tensor([0.1] + [0.15] * 3 + [0.05] * 5, device=device)
+            tint = normal(batch_size, 3, 9) * torch.tensor([0.03] + [0.01] * 8, device=device)
+            parts["gamma"] = (white + tint).reshape(batch_size, 27)
         return coefficients.merge(**parts, batch_size=batch_size)
 
 
