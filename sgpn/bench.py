@@ -73,7 +73,32 @@ def bench_explorer(image_size: int = 224, repeats: int = 20) -> dict:
     }
 
 
+def bench_generator(repeats: int = 5) -> dict:
+    """SGPN generator forward on CPU, batch 1, no grad: the 512 paper config and the tiny one."""
+    from sgpn.generator import SGPNGenerator, state_dict_numel
+
+    def ms_per_image(config: str) -> tuple[float, SGPNGenerator]:
+        torch.manual_seed(0)
+        model = SGPNGenerator(config).eval()
+        size = model.size
+        lq, d3d = torch.rand(2, 1, 3, size, size) * 2 - 1
+        coeff = torch.randn(1, 257) * 0.5
+        with torch.no_grad():
+            return median_ms(lambda: model(lq, d3d, coeff), repeats), model
+
+    paper_ms, paper = ms_per_image("paper")
+    tiny_ms, _ = ms_per_image("tiny")
+    return {
+        "size": paper.size,
+        "params": state_dict_numel(paper),
+        "ms_per_image": round(paper_ms, 1),
+        "ms_per_image_tiny": round(tiny_ms, 2),
+        "threads": torch.get_num_threads(),
+    }
+
+
 BENCHMARKS: dict[str, Callable[[], dict]] = {
     "raster": bench_raster,
     "explorer": bench_explorer,
+    "generator": bench_generator,
 }
