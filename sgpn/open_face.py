@@ -20,7 +20,7 @@ Bases. The leading components of each basis are designed deformations or colour 
 name (``component_names``); a positive coefficient makes the named property larger (wider face,
 bigger smile, lighter skin, bluer iris...). The remaining components are smooth low-frequency
 fields (cosine products over the face; for expressions, only over the moving parts: mouth, jaw,
-brows and eyelids). Each basis is made orthonormal by QR in that order (so a named component
+brows and eyelids). Each basis is made orthonormal by Gram-Schmidt in that order (so a named component
 is what is left of its design after the earlier ones are taken out), scaled so that N(0, 1)
 coefficients give faces at the model's scale (D3DFR's convention: columns carry the standard
 deviation), and ordered by decreasing column norm, named ones first.
@@ -48,7 +48,7 @@ NUM_ID, NUM_EXP, NUM_TEX = 80, 64, 80
 # -- grid ------------------------------------------------------------------------------------
 ROW_SPACING = 0.0115  # rows away from the eyes and mouth
 COLUMN_SPACING = 0.0118  # arc length between columns
-Y_BOTTOM, Y_TOP = -1.0, 1.0
+Y_BOTTOM, Y_TOP = -0.98, 0.92  # rows span the outline below
 MAX_ARC = 1.25  # half the widest row, in arc length
 
 # -- features (D3DFR frame; eye and mouth corners sit on the 5-point template) ---------------
@@ -59,8 +59,9 @@ UPPER_LID, LOWER_LID = 0.058, 0.036  # lid margins above / below the corner line
 IRIS_Y, IRIS_RADIUS, PUPIL_RADIUS = 0.302, 0.05, 0.02
 MOUTH_X, MOUTH_Y = 0.25, -0.395  # corners at x = +-0.25; the line dips to -0.395 in the middle
 MOUTH_CORNER_RISE = 0.017
-MOUTH_BAND = 0.012  # half height of the dark band between the lips
+MOUTH_BAND = 0.013  # half height of the dark band between the lips
 NOSE_TIP_Y = -0.042
+BROW_INNER_X, BROW_LENGTH = 0.12, 0.44
 
 # -- colours (albedo 0..1) ---------------------------------------------------------------------
 SKIN = np.array([0.80, 0.60, 0.50])
@@ -285,6 +286,11 @@ def _segment_distance(x, y, p, q):
 # ----------------------------------------------------------------------------------------------
 
 
+def _brow_line(t):
+    """Height of a brow's centre line, ``t`` running 0 (inner end) .. 1 (tail)."""
+    return 0.462 + 0.06 * np.sin(np.pi * t**0.8)
+
+
 class _Parts:
     """Soft (0..1) and hard masks of the face parts at the neutral vertex positions."""
 
@@ -301,12 +307,13 @@ class _Parts:
         self.lips_soft = (_ramp(self.upper_lip - y, -0.004, 0.004) * _ramp(y - self.lower_lip, -0.004, 0.006)
                           * _ramp(ax, MOUTH_X + 0.005, MOUTH_X - 0.02))
         # brows: a curved stroke over each eye, thick inside, thin at the tail
-        t = (ax - 0.12) / 0.44
-        centre = 0.462 + 0.06 * np.sin(np.pi * np.clip(t, 0, 1) ** 0.8)
-        half = 0.037 * (1.0 - 0.5 * np.clip(t, 0, 1))
-        self.brow = (_ramp(half - np.abs(y - centre), -0.004, 0.008) * _ramp(t, 0.0, 0.1)
-                     * _ramp(t, 1.0, 0.88))
-        self.nose = _nose_height(x, y) > 0.03
+        t = np.clip((ax - BROW_INNER_X) / BROW_LENGTH, 0.0, 1.0)
+        centre = _brow_line(t)
+        half = 0.037 * (1.0 - 0.5 * t)
+        self.brow = (_ramp(half - np.abs(y - centre), -0.004, 0.008)
+                     * _ramp(ax, BROW_INNER_X, BROW_INNER_X + 0.044)
+                     * _ramp(ax, BROW_INNER_X + BROW_LENGTH, BROW_INNER_X + 0.88 * BROW_LENGTH))
+        self.nose = _nose_height(x, y) > 0.02
         self.nostril = _gauss(ax, y, 0.048, -0.15, 0.024, 0.009)
         self.cheek = _gauss(ax, y, 0.38, -0.08, 0.13, 0.13)
 
@@ -314,10 +321,10 @@ class _Parts:
 def _regions(x, y, parts: _Parts) -> np.ndarray:
     ax = np.abs(x)
     name = np.full(x.shape, "skin", dtype=object)
-    name[(y > 0.55) & (ax < 0.6)] = "forehead"
-    name[(y < -0.25) & (ax > 0.3)] = "jaw"
-    name[(y < -0.52) & (ax <= 0.3)] = "chin"
-    name[(parts.cheek > 0.3) & (y < 0.2)] = "cheek"
+    name[y > 0.56] = "forehead"
+    name[((y < -0.3) & (ax > 0.3)) | (y < -0.8)] = "jaw"
+    name[(y < -0.5) & ((ax / 0.3) ** 2 + ((y + 0.72) / 0.26) ** 2 < 1.0)] = "chin"
+    name[(parts.cheek > 0.25) & (y < 0.2)] = "cheek"
     name[parts.nose] = "nose"
     name[(parts.eye_distance < 0.04) & (np.abs(parts.u) < 1.25)] = "eyelid"
     name[parts.brow > 0.5] = "brow"
@@ -393,12 +400,15 @@ def _jaw_weight(x, y, parts: _Parts, band_share: float):
     past = np.maximum(ax - MOUTH_X + 0.02, 0.0)
     split = parts.line + 1.0 * past**2
     width = MOUTH_BAND * 2 + 1.5 * past
-    band = _ramp(y, split + width / 2, split - width / 2)
+    # linear between the lips, so the dark band stretches evenly; smooth past the corners
+    band_t = np.clip((split + width / 2 - y) / width, 0.0, 1.0)
+    past_corner = _ramp(ax, MOUTH_X - 0.03, MOUTH_X + 0.05)
+    band = (1.0 - past_corner) * band_t + past_corner * _ramp(band_t, 0.0, 1.0)
     broad = _ramp(y, split + 0.15 + 0.3 * past, split - 0.2)
     return band_share * band + (1.0 - band_share) * broad
 
 
-def _identity_designs(x, y, z, parts: _Parts):
+def _identity_designs(x, y, parts: _Parts):
     n = len(x)
     nose = _nose_height(x, y)
     lip_zone = _gauss(x, y, 0.0, MOUTH_Y - 0.01, 0.15, 0.07)
@@ -407,7 +417,7 @@ def _identity_designs(x, y, z, parts: _Parts):
         ("face width", _vec(dx=0.045 * x, n=n)),
         ("face length", _vec(dy=0.04 * y, n=n)),
         ("jaw width", _vec(dx=0.06 * x * _ramp(y, -0.1, -0.7), n=n)),
-        ("chin length", _vec(dy=-0.035 * _ramp(y, -0.45, -0.75), n=n)),
+        ("chin length", _vec(dy=-0.03 * _ramp(y, -0.42, -0.85), n=n)),
         ("nose size", _vec(dy=-0.012 * _gauss(x, y, 0.0, -0.08, 0.08, 0.06), dz=0.14 * nose, n=n)),
         ("nose width", _vec(dx=0.2 * x * _gauss(x, y, 0.0, -0.1, 0.12, 0.08), n=n)),
         ("eye spacing", _vec(dx=0.02 * _odd(x) * _gauss(np.abs(x), y, 0.31, 0.31, 0.13, 0.11), n=n)),
@@ -427,19 +437,21 @@ def _expression_designs(x, y, z, parts: _Parts):
                  dz=-0.006 * corner + 0.012 * lift, n=n)
     # mouth open: the jaw turns about a hinge in front of the ears
     hinge_y, hinge_z, angle = 0.1, -0.45, 0.055
-    jaw = _jaw_weight(x, y, parts, band_share=0.5)
+    jaw = _jaw_weight(x, y, parts, band_share=0.28)
     mouth_open = _vec(dy=-angle * (z - hinge_z) * jaw, dz=angle * (y - hinge_y) * jaw, n=n)
     # brow raise: brows and lower forehead up, upper lids stretch, eye openings stay
-    raise_w = _ramp(y, 0.355, 0.5) * _ramp(y, 0.95, 0.5) * _ramp(ax, 0.75, 0.5)
-    brow_raise = _vec(dy=0.028 * raise_w, n=n)
-    # eye close: the upper lid slides down to the lower one; three sigma closes the eye
+    raise_w = _ramp(y, 0.355, 0.5) * _ramp(y, 0.95, 0.5) * _ramp(ax, 0.75, 0.5) * (0.5 + 0.5 * _ramp(ax, 0.04, 0.2))
+    brow_raise = _vec(dy=0.024 * raise_w, n=n)
+    # eye close: the upper lid slides down onto the lower lid's lash line, folding the eyeball
+    # (and the lower lid's margin) beneath it; three sigma closes the eye
     inside = np.abs(parts.u) < 1.0
-    gap = np.where(inside, parts.yu - parts.yl, 0.0)
-    lid_reach = 0.1
-    drop = np.where(y <= parts.yl, 0.0,
-                    np.where(y <= parts.yu, -(y - parts.yl) / np.maximum(gap, 1e-9),
+    floor = parts.yl - 0.008 * (1.0 - parts.u**2)
+    gap = np.where(inside, parts.yu - floor, 0.0)
+    lid_reach = 0.13
+    drop = np.where(y <= floor, 0.0,
+                    np.where(y <= parts.yu, -(y - floor) / np.maximum(gap, 1e-9),
                              -np.clip(1.0 - (y - parts.yu) / lid_reach, 0.0, 1.0)))
-    drop = np.where(inside, 0.92 * gap * drop, 0.0) / 3.0
+    drop = np.where(inside, 0.95 * gap * drop, 0.0) / 3.0
     eye_close = _vec(dy=drop, n=n)
     # frown: inner brows down and together
     knit = _gauss(ax, y, 0.17, 0.47, 0.09, 0.06)
@@ -463,10 +475,10 @@ def _texture_designs(x, y, mean_colour, parts: _Parts):
     iris = (parts.eye & (parts.iris_r < IRIS_RADIUS)).astype(float)
     return [
         ("skin tone (dark to light)", 0.14 * mean_colour * skin[:, None]),
-        ("redness", np.outer(skin * (1 + parts.cheek), [0.035, -0.02, -0.012])),
-        ("yellowness", np.outer(skin, [0.015, 0.012, -0.035])),
-        ("cheek blush", np.outer(_gauss(ax, y, 0.36, -0.08, 0.11, 0.09), [0.05, -0.005, 0.01])),
-        ("lip redness", np.outer(parts.lips_soft, [0.06, -0.04, -0.02])),
+        ("redness", np.outer(skin * (1 + parts.cheek), [0.022, -0.012, -0.006])),
+        ("yellowness", np.outer(skin, [0.012, 0.008, -0.022])),
+        ("cheek blush", np.outer(_gauss(ax, y, 0.36, -0.08, 0.11, 0.09), [0.035, -0.01, -0.004])),
+        ("lip redness", np.outer(parts.lips_soft, [0.045, -0.03, -0.015])),
         ("brow darkness", np.outer(parts.brow, [-0.09, -0.07, -0.06])),
         ("iris colour (brown to blue)", np.outer(iris, [-0.05, 0.02, 0.06])),
         ("eye shadow", np.outer(_gauss(ax, y, 0.31, 0.24, 0.12, 0.06) * skin, [-0.03, -0.04, -0.02])),
@@ -560,7 +572,8 @@ def _moving_parts(x, y, parts: _Parts):
 def _landmark_targets(outline_xy):
     """(x, y) targets of iBUG landmarks 0-35: jaw, brows, nose."""
     pts = [tuple(p) for p in outline_xy]  # 0-16 jaw
-    brow = [(0.52, 0.455), (0.43, 0.505), (0.33, 0.525), (0.23, 0.515), (0.13, 0.485)]
+    t = np.array([0.86, 0.66, 0.46, 0.27, 0.1])  # outer end first, as iBUG's 17-21
+    brow = list(zip(BROW_INNER_X + BROW_LENGTH * t, _brow_line(t)))
     pts += [(-bx, by) for bx, by in brow] + [(bx, by) for bx, by in brow[::-1]]  # 17-26
     pts += [(0.0, 0.30), (0.0, 0.20), (0.0, 0.08), (0.0, NOSE_TIP_Y)]  # 27-30
     pts += [(-0.09, -0.135), (-0.045, -0.152), (0.0, -0.165), (0.045, -0.152), (0.09, -0.135)]
@@ -568,24 +581,16 @@ def _landmark_targets(outline_xy):
 
 
 def _eye_landmarks(side: float):
-    """Six vertices per eye in iBUG order, on the lid margins (upper ones move with the lid)."""
-    def margin(u, upper):
-        ex = side * (EYE_X + EYE_HALF_WIDTH * u)
-        _, _, yu, yl, _ = _eye_frame(np.array([ex]), np.array([0.0]))
-        return ex, (yu[0] if upper else yl[0])
-
-    if side < 0:  # image-left eye: outer corner, upper outer, upper inner, inner corner, ...
-        us = [(1.0, None), (0.4, True), (-0.4, True), (-1.0, None), (-0.4, False), (0.4, False)]
-    else:  # image-right eye: inner corner, upper inner, upper outer, outer corner, ...
-        us = [(-1.0, None), (-0.4, True), (0.4, True), (1.0, None), (0.4, False), (-0.4, False)]
-    out = []
-    for u, upper in us:
-        if upper is None:
-            ex = side * (EYE_X + EYE_HALF_WIDTH * u * 0.97)
-            out.append((ex, EYE_Y + EYE_TILT * u))
-        else:
-            out.append(margin(u, upper))
-    return out
+    """Targets of one eye's six iBUG landmarks, in iBUG order, and whether each lies on the
+    upper lid, the lower lid or at a corner (``None``)."""
+    # iBUG runs clockwise in the image from the eye's left corner: for the image-left eye
+    # (side -1) that is the outer corner (u = 1), for the image-right eye the inner one.
+    us = (1.0, 0.4, -0.4, -1.0, -0.4, 0.4) if side < 0 else (-1.0, -0.4, 0.4, 1.0, 0.4, -0.4)
+    lids = (None, "upper", "upper", None, "lower", "lower")
+    xs = side * (EYE_X + EYE_HALF_WIDTH * 0.97 * np.asarray(us))
+    _, yc, yu, yl, _ = _eye_frame(xs, np.zeros_like(xs))
+    ys = np.where([lid == "upper" for lid in lids], yu, np.where([lid == "lower" for lid in lids], yl, yc))
+    return list(zip(xs, ys)), lids
 
 
 def _mouth_landmarks():
@@ -639,17 +644,16 @@ def _nearest(x, y, targets, allowed=None):
 def _landmarks(x, y, faces, parts: _Parts) -> np.ndarray:
     outline = _jaw_outline(x, y, faces)
     idx = _nearest(x, y, _landmark_targets(outline))
-    # eye corners and lids: pick on the lid side of the margin so closing the eye moves them
-    upper_lid = (~parts.eye) & (y > parts.yc)
-    lower_lid = (~parts.eye) & (y <= parts.yc)
+    # eye lids: pick on the lid side of the margin, so that closing the eye moves them
+    lid_side = {None: None, "upper": (~parts.eye) & (y > parts.yc), "lower": (~parts.eye) & (y <= parts.yc)}
     for side in (-1.0, 1.0):
-        allowed = [None, upper_lid, upper_lid, None, lower_lid, lower_lid]
-        for p, allowed in zip(_eye_landmarks(side), allowed):
-            idx += _nearest(x, y, [p], allowed)
+        targets, lids = _eye_landmarks(side)
+        for target, lid in zip(targets, lids):
+            idx += _nearest(x, y, [target], lid_side[lid])
     mouth = _mouth_landmarks()
     upper_edge = (~parts.mouth_interior) & (y > parts.line)
     lower_edge = (~parts.mouth_interior) & (y < parts.line)
-    allowed = [None] * 12 + [None] + [upper_edge] * 3 + [None] + [lower_edge] * 3
+    allowed = [None] + [parts.lips] * 5 + [None] + [parts.lips] * 5 + [None] + [upper_edge] * 3 + [None] + [lower_edge] * 3
     for p, a in zip(mouth, allowed):
         idx += _nearest(x, y, [p], a)
     return np.asarray(idx, dtype=np.int64)
@@ -687,7 +691,7 @@ def build_open_face_model() -> MorphableArrays:
     mean_tex = _mean_colour(x, y, cavity, parts)
 
     id_fields = _smooth_fields(x, y, np.ones(n), np.eye(3), NUM_ID + 6)
-    id_basis, id_names = _assemble(_identity_designs(x, y, z, parts), id_fields, NUM_ID)
+    id_basis, id_names = _assemble(_identity_designs(x, y, parts), id_fields, NUM_ID)
     moving = _moving_parts(x, y, parts)
     exp_fields = _smooth_fields(x, y, moving, np.eye(3), NUM_EXP + 6)
     exp_basis, exp_names = _assemble(_expression_designs(x, y, z, parts), exp_fields, NUM_EXP)
