@@ -31,7 +31,6 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-import torch
 from scipy.interpolate import CubicSpline, PchipInterpolator
 from scipy.linalg import solve_triangular
 from scipy.ndimage import gaussian_filter
@@ -111,9 +110,9 @@ _HALF_WIDTH = _profile([(-1.05, 0.38), (-0.9, 0.48), (-0.7, 0.62), (-0.45, 0.74)
                         (0.2, 0.86), (0.5, 0.84), (0.75, 0.78), (1.05, 0.66)])
 _DEPTH_RADIUS = _profile([(-1.05, 0.55), (-0.7, 0.68), (-0.3, 0.80), (0.2, 0.88), (0.6, 0.92),
                           (1.05, 0.90)])
-_MIDLINE = _profile([(-1.05, -0.10), (-0.95, 0.06), (-0.82, 0.21), (-0.7, 0.275), (-0.55, 0.25),
-                     (-0.4, 0.29), (-0.2, 0.30), (0.0, 0.28), (0.2, 0.27), (0.4, 0.31),
-                     (0.55, 0.31), (0.75, 0.24), (0.95, 0.12), (1.05, 0.05)])
+_MIDLINE = _profile([(-1.05, -0.10), (-0.95, 0.06), (-0.82, 0.21), (-0.7, 0.265), (-0.55, 0.28),
+                     (-0.4, 0.295), (-0.2, 0.30), (0.0, 0.29), (0.2, 0.285), (0.4, 0.30),
+                     (0.55, 0.30), (0.75, 0.24), (0.95, 0.12), (1.05, 0.05)])
 # The face outline seen from the front: half width of the mask at height y.
 _OUTLINE = _profile([(-0.975, 0.0), (-0.96, 0.16), (-0.92, 0.28), (-0.84, 0.42), (-0.72, 0.56),
                      (-0.55, 0.69), (-0.4, 0.76), (-0.2, 0.815), (0.0, 0.835), (0.2, 0.84),
@@ -334,8 +333,13 @@ def _regions(x, y, parts: _Parts) -> np.ndarray:
     return np.array([REGION_NAMES.index(n) for n in name])
 
 
-def _mean_colour(x, y, z_grid_cavity, parts: _Parts) -> np.ndarray:
-    """Albedo of the mean face: skin with baked creases, lips, brows, eyes, nostrils."""
+def _mean_colour(x, y, cavity, facing, parts: _Parts) -> np.ndarray:
+    """Albedo of the mean face: skin, lips, brows, eyes, nostrils.
+
+    Like the BFM's mean texture (captured under soft light), it carries a little baked shading:
+    creases (``cavity``, depth below a blurred surface) and surfaces turned away from the camera
+    (``facing``, the z of the normal) are darker, so the face reads in 3D even unlit.
+    """
     ax = np.abs(x)
     rng = np.random.default_rng(7)
     colour = np.tile(SKIN, (len(x), 1))
@@ -343,7 +347,7 @@ def _mean_colour(x, y, z_grid_cavity, parts: _Parts) -> np.ndarray:
     colour += np.outer(_gauss(x, y, 0.0, -0.05, 0.05, 0.06), [0.03, -0.02, -0.015])
     colour += np.outer(_gauss(ax, y, 0.31, 0.24, 0.12, 0.05), [-0.04, -0.05, -0.03])
     colour += np.outer(_ramp(y, 0.5, 0.9), [0.01, 0.01, 0.0])
-    colour *= (1.0 - np.clip(6.0 * z_grid_cavity, 0.0, 0.45))[:, None]
+    colour *= ((1.0 - np.clip(6.0 * cavity, 0.0, 0.45)) * (0.78 + 0.22 * np.clip(facing, 0.0, 1.0)))[:, None]
     crease = np.exp(-0.5 * ((y - parts.yu - 0.035) / 0.01) ** 2) * _ramp(1.0 - np.abs(parts.u), 0.0, 0.5)
     colour *= (1.0 - 0.12 * crease * (parts.eye_distance > 0))[:, None]
     # lips, with a darker inner part, then the dark mouth band
@@ -490,41 +494,29 @@ def _texture_designs(x, y, mean_colour, parts: _Parts):
 # ----------------------------------------------------------------------------------------------
 
 
-def _smooth_fields(x, y, weight, directions, count):
-    """``count`` low-frequency fields: cosine products over the face times each direction,
-    lowest frequencies first, each multiplied by ``weight``. Returns ``(3N, count)``."""
+def _smooth_fields(x, y, weight, count):
+    """``count`` smooth scalar fields ``(N, count)``: products of cosines across and down the
+    face, lowest total frequency first, each multiplied by ``weight``."""
     X = np.clip((x + 1.0) / 2.0, 0, 1)
     Y = np.clip((y - Y_BOTTOM) / (Y_TOP - Y_BOTTOM), 0, 1)
-    directions = np.asarray(directions, dtype=np.float64)
-    fields = np.empty((len(x), 3, count))
-    k, total = 0, 0
-    while k < count:
-        for i in range(total + 1):
-            scalar = np.cos(np.pi * i * X) * np.cos(np.pi * (total - i) * Y) * weight
-            for direction in directions[: count - k]:
-                fields[:, :, k] = scalar[:, None] * direction
-                k += 1
-            if k == count:
-                break
-        total += 1
-    return fields.reshape(3 * len(x), count)
+    pairs = [(i, total - i) for total in range(count) for i in range(total + 1)][:count]
+    fields = np.empty((len(x), count))
+    for k, (i, j) in enumerate(pairs):
+        fields[:, k] = np.cos(np.pi * i * X) * np.cos(np.pi * j * Y) * weight
+    return fields
 
 
-def _orthonormalise(columns: np.ndarray, required: int, size: int):
-    """Gram-Schmidt of the columns in order, skipping any column (after the first
-    ``required``) that is nearly a combination of those before it, until ``size`` are kept.
+def _gram_schmidt(gram: np.ndarray, required: int, size: int):
+    """Gram-Schmidt on a Gram matrix: keep columns in order, skipping any (after the first
+    ``required``) that is nearly a combination of those kept, until ``size`` are kept.
 
-    Returns ``Q`` (orthonormal columns) and the diagonal of ``R`` (the length of the part of
-    each kept column not explained by the ones before it). Everything runs on the small Gram
-    matrix and its Cholesky factor L (Q = A L^-T, "CholeskyQR" in float64): the same result as
-    Householder QR for these well-conditioned columns, from two matrix products, which keeps the
-    model's build time low on small CPUs.
+    Returns the kept column indices and the Cholesky factor L of their Gram matrix: with A the
+    kept columns, Q = A L^-T is orthonormal and diag(L) is the length of the part of each
+    column that the ones before it do not explain (CholeskyQR, in float64).
     """
-    a = torch.from_numpy(columns)
-    gram = (a.T @ a).numpy()
     kept: list[int] = []
-    lower = np.zeros((size, size))  # Cholesky factor of the kept columns' Gram matrix
-    for j in range(columns.shape[1]):
+    lower = np.zeros((size, size))
+    for j in range(len(gram)):
         m = len(kept)
         proj = solve_triangular(lower[:m, :m], gram[kept, j], lower=True)
         residual2 = gram[j, j] - proj @ proj
@@ -534,29 +526,44 @@ def _orthonormalise(columns: np.ndarray, required: int, size: int):
         elif j < required:
             raise RuntimeError(f"designed component {j} repeats earlier ones")
         if len(kept) == size:
-            break
-    if len(kept) < size:
-        raise RuntimeError(f"only {len(kept)} independent fields for a basis of {size}")
-    chol = lower[:size, :size]
-    inverse = torch.from_numpy(solve_triangular(chol, np.eye(size), lower=True))
-    q = torch.from_numpy(columns[:, kept]) @ inverse.T
-    return q.numpy(), np.diag(chol).copy()
+            return kept, lower
+    raise RuntimeError(f"only {len(kept)} independent fields for a basis of {size}")
 
 
-def _assemble(designs, candidates, size, decay=0.96):
-    """Orthogonalise named designs (in order) then smooth candidates; scale; sort by norm.
+def _assemble(designs, fields, directions, size, decay=0.96):
+    """A basis of ``size`` orthogonal columns ``(3N, size)`` and the names of the leading ones.
 
-    Named columns keep their designed scale (minus their overlap with earlier ones). Unnamed
-    columns get norms below the smallest named one, decaying geometrically like PCA spectra.
+    Columns are Gram-Schmidt orthogonalised in order: first the named designs ``(N, 3)``, then
+    each smooth scalar field times each of the three ``directions`` (x/y/z offsets or colour
+    axes). Named columns keep their designed scale (minus their overlap with earlier ones) and
+    are sorted by it; unnamed columns get lengths below the smallest named one, decaying
+    geometrically like a PCA spectrum. A field-times-direction column is never formed: the
+    Gram matrix and the result are computed from the fields, which keeps the build fast.
     """
-    named = np.stack([d.reshape(-1) for _, d in designs], 1)
-    k = named.shape[1]
-    q, diag = _orthonormalise(np.concatenate([named, candidates], 1), k, size)
-    named_cols = q[:, :k] * diag[:k]
-    norms = diag[:k]
-    order = np.argsort(-norms, kind="stable")
-    scales = 0.9 * norms.min() * decay ** np.arange(size - k)
-    basis = np.concatenate([named_cols[:, order], q[:, k:] * scales], 1)
+    named = np.stack([design for _, design in designs], -1)  # (N, 3, k)
+    n, _, k = named.shape
+    m = fields.shape[1]
+    directions = np.asarray(directions, dtype=np.float64)
+    named_flat = named.reshape(3 * n, k)  # x, y, z interleaved, as in the BFM
+    proj = (fields.T @ named.reshape(n, 3 * k)).reshape(m, 3, k)
+    gram = np.empty((k + 3 * m, k + 3 * m))
+    gram[:k, :k] = named_flat.T @ named_flat
+    gram[:k, k:] = np.einsum("icj,dc->jid", proj, directions).reshape(k, 3 * m)
+    gram[k:, :k] = gram[:k, k:].T
+    gram[k:, k:] = np.kron(fields.T @ fields, directions @ directions.T)
+    kept, chol = _gram_schmidt(gram, k, size)
+
+    lengths = np.diag(chol)
+    order = np.argsort(-lengths[:k], kind="stable")
+    scales = np.concatenate([lengths[order], 0.9 * lengths[:k].min() * decay ** np.arange(size - k)])
+    # basis = A_kept @ mix, with Q = A_kept L^-T reordered and scaled column by column
+    mix = solve_triangular(chol, np.eye(size), lower=True).T[:, np.r_[order, k:size]] * scales
+    per_field = np.zeros((m, 3, size))
+    for row, column in enumerate(kept[k:], start=k):
+        field, direction = divmod(column - k, 3)
+        per_field[field] += np.outer(directions[direction], mix[row])
+    basis = (fields @ per_field.reshape(m, 3 * size)).reshape(3 * n, size)
+    basis += named_flat @ mix[:k]
     return basis, [designs[i][0] for i in order]
 
 
@@ -659,6 +666,15 @@ def _landmarks(x, y, faces, parts: _Parts) -> np.ndarray:
     return np.asarray(idx, dtype=np.int64)
 
 
+def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Unit vertex normals: area-weighted face normals summed around each vertex."""
+    v1, v2, v3 = (vertices[faces[:, k]] for k in range(3))
+    normals = np.zeros_like(vertices)
+    for k in range(3):
+        np.add.at(normals, faces[:, k], np.cross(v2 - v1, v3 - v1))
+    return normals / np.linalg.norm(normals, axis=1, keepdims=True)
+
+
 def _point_buf(faces: np.ndarray, n: int) -> np.ndarray:
     """Up to 8 faces around each vertex, padded with the index of the padding face ``F``."""
     f = len(faces)
@@ -688,17 +704,17 @@ def build_open_face_model() -> MorphableArrays:
     parts = _Parts(x, y)
 
     mean_shape = np.stack([x, y, z], 1)
-    mean_tex = _mean_colour(x, y, cavity, parts)
+    mean_tex = _mean_colour(x, y, cavity, _vertex_normals(mean_shape, faces)[:, 2], parts)
 
-    id_fields = _smooth_fields(x, y, np.ones(n), np.eye(3), NUM_ID + 6)
-    id_basis, id_names = _assemble(_identity_designs(x, y, parts), id_fields, NUM_ID)
-    moving = _moving_parts(x, y, parts)
-    exp_fields = _smooth_fields(x, y, moving, np.eye(3), NUM_EXP + 6)
-    exp_basis, exp_names = _assemble(_expression_designs(x, y, z, parts), exp_fields, NUM_EXP)
-    chroma = np.array([[1.0, 1.0, 1.0], [1.0, -0.6, -0.4], [0.5, 0.4, -0.9]])
+    xyz = np.eye(3)
+    id_basis, id_names = _assemble(_identity_designs(x, y, parts), _smooth_fields(x, y, np.ones(n), 30),
+                                   xyz, NUM_ID)
+    exp_fields = _smooth_fields(x, y, _moving_parts(x, y, parts), 24)
+    exp_basis, exp_names = _assemble(_expression_designs(x, y, z, parts), exp_fields, xyz, NUM_EXP)
+    chroma = np.array([[1.0, 1.0, 1.0], [1.0, -0.6, -0.4], [0.5, 0.4, -0.9]])  # light, red, yellow
     chroma /= np.linalg.norm(chroma, axis=1, keepdims=True)
-    tex_fields = _smooth_fields(x, y, (~parts.eye).astype(float), chroma, NUM_TEX + 6)
-    tex_basis, tex_names = _assemble(_texture_designs(x, y, mean_tex, parts), tex_fields, NUM_TEX)
+    tex_fields = _smooth_fields(x, y, (~parts.eye).astype(float), 30)
+    tex_basis, tex_names = _assemble(_texture_designs(x, y, mean_tex, parts), tex_fields, chroma, NUM_TEX)
 
     return MorphableArrays(
         mean_shape=mean_shape.astype(np.float32),
