@@ -74,27 +74,40 @@ def bench_explorer(image_size: int = 224, repeats: int = 20) -> dict:
 
 
 def bench_generator(repeats: int = 5) -> dict:
-    """SGPN generator forward on CPU, batch 1, no grad: the 512 paper config and the tiny one."""
+    """SGPN generator forward on CPU, batch 1, no grad: the 512 paper config and the tiny one.
+
+    ``ms_per_image`` uses the default allocator; ``ms_per_image_reused_memory`` is measured
+    afterwards with :func:`sgpn.cpu.reuse_freed_memory` switched on (``null`` if unavailable).
+    ``load_avg_1min`` records how busy the machine was: other processes on the same cores
+    slow every multi-threaded op down.
+    """
+    import os
+
+    from sgpn.cpu import reuse_freed_memory
     from sgpn.generator import SGPNGenerator, state_dict_numel
 
-    def ms_per_image(config: str) -> tuple[float, SGPNGenerator]:
-        torch.manual_seed(0)
-        model = SGPNGenerator(config).eval()
-        size = model.size
+    torch.manual_seed(0)
+    models = {name: SGPNGenerator(name).eval() for name in ("paper", "tiny")}
+
+    def ms_per_image(name: str, runs: int = repeats) -> float:
+        size = models[name].size
         lq, d3d = torch.rand(2, 1, 3, size, size) * 2 - 1
         coeff = torch.randn(1, 257) * 0.5
         with torch.no_grad():
-            return median_ms(lambda: model(lq, d3d, coeff), repeats), model
+            return median_ms(lambda: models[name](lq, d3d, coeff), runs)
 
-    paper_ms, paper = ms_per_image("paper")
-    tiny_ms, _ = ms_per_image("tiny")
-    return {
-        "size": paper.size,
-        "params": state_dict_numel(paper),
-        "ms_per_image": round(paper_ms, 1),
-        "ms_per_image_tiny": round(tiny_ms, 2),
+    load = os.getloadavg()[0]
+    result = {
+        "size": models["paper"].size,
+        "params": state_dict_numel(models["paper"]),
+        "ms_per_image": round(ms_per_image("paper"), 1),
+        "ms_per_image_tiny": round(ms_per_image("tiny", 10 * repeats), 2),
         "threads": torch.get_num_threads(),
+        "load_avg_1min": round(load, 2),
     }
+    reused = reuse_freed_memory()
+    result["ms_per_image_reused_memory"] = round(ms_per_image("paper"), 1) if reused else None
+    return result
 
 
 BENCHMARKS: dict[str, Callable[[], dict]] = {
