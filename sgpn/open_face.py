@@ -20,10 +20,17 @@ Bases. The leading components of each basis are designed deformations or colour 
 name (``component_names``); a positive coefficient makes the named property larger (wider face,
 bigger smile, lighter skin, bluer iris...). The remaining components are smooth low-frequency
 fields (cosine products over the face; for expressions, only over the moving parts: mouth, jaw,
-brows and eyelids). Each basis is made orthonormal by Gram-Schmidt in that order (so a named component
-is what is left of its design after the earlier ones are taken out), scaled so that N(0, 1)
-coefficients give faces at the model's scale (D3DFR's convention: columns carry the standard
-deviation), and ordered by decreasing column norm, named ones first.
+brows and eyelids). Each basis is made orthonormal by Gram-Schmidt in that order (so a named
+component is what is left of its design after the earlier ones are taken out) and scaled so
+that N(0, 1) coefficients give faces at the model's scale (D3DFR's convention: columns carry
+the standard deviation). Columns are ordered by decreasing norm, named ones first: the unnamed
+ones are kept smaller than the smallest named one, so random faces vary mostly in named ways.
+
+Limits. It is a caricature of a face, not a statistical model of real ones: shapes are smooth,
+the skin has no pores or wrinkles, there is no hair, teeth or back of the head. A linear model
+cannot close a gap past zero: "mouth open" below about -1.3 standard deviations presses the
+lower lip through the upper one (the thin mouth band folds, as lips pressing together would),
+which random expression draws (0.7 standard deviations) reach a few times in a hundred.
 """
 
 from __future__ import annotations
@@ -154,7 +161,8 @@ def _grid():
     the face, which turn away from the camera, are as finely meshed as the front.
     """
     rows = _row_heights()
-    arcs = np.arange(-round(MAX_ARC / COLUMN_SPACING), round(MAX_ARC / COLUMN_SPACING) + 1) * COLUMN_SPACING
+    half = round(MAX_ARC / COLUMN_SPACING)
+    arcs = np.arange(-half, half + 1) * COLUMN_SPACING
     xs = np.empty((len(rows), len(arcs)))
     half_arc = np.zeros(len(rows))
     for r, y in enumerate(rows):
@@ -217,7 +225,8 @@ def _lip_outline(x):
     t = np.clip(x / MOUTH_X, -1.0, 1.0)
     across = 1.0 - t * t
     line = _mouth_line(x)
-    cupid = 0.012 * np.exp(-0.5 * (x / 0.022) ** 2) - 0.006 * np.exp(-0.5 * ((np.abs(x) - 0.06) / 0.03) ** 2)
+    cupid = (0.012 * np.exp(-0.5 * (x / 0.022) ** 2)
+             - 0.006 * np.exp(-0.5 * ((np.abs(x) - 0.06) / 0.03) ** 2))
     upper = line + (0.07 * across**0.7 - cupid) * (np.abs(x) < MOUTH_X)
     lower = line - 0.095 * across**0.6
     return upper, lower, across
@@ -236,7 +245,8 @@ def _neutral_depth(x, y):
     ax = np.abs(x)
     z = _head_depth(x, y)
     # forehead, brows, temples
-    z += 0.045 * _gauss(ax, y, 0.29, 0.475, 0.16, 0.05) + 0.015 * _gauss(x, y, 0.0, 0.45, 0.08, 0.06)
+    z += 0.045 * _gauss(ax, y, 0.29, 0.475, 0.16, 0.05)
+    z += 0.015 * _gauss(x, y, 0.0, 0.45, 0.08, 0.06)
     z -= 0.02 * _gauss(ax, y, 0.70, 0.45, 0.10, 0.15)
     # eyes: socket, eyeball, lids with a crease, cornea
     u, yc, yu, yl, dist = _eye_frame(x, y)
@@ -267,13 +277,15 @@ def _neutral_depth(x, y):
     # chin, cheeks, nasolabial folds
     z -= 0.02 * _gauss(x, y, 0.0, -0.555, 0.12, 0.03)
     z += 0.08 * _gauss(x, y, 0.0, -0.72, 0.14, 0.09)
-    z += 0.05 * _gauss(ax, y, 0.42, 0.10, 0.14, 0.09) + 0.02 * _gauss(ax, y, 0.35, -0.15, 0.14, 0.12)
+    z += 0.05 * _gauss(ax, y, 0.42, 0.10, 0.14, 0.09)
+    z += 0.02 * _gauss(ax, y, 0.35, -0.15, 0.14, 0.12)
     fold = _segment_distance(ax, y, (0.13, -0.12), (0.30, -0.43))
     z -= 0.008 * np.exp(-0.5 * (fold / 0.015) ** 2)
     return z
 
 
 def _segment_distance(x, y, p, q):
+    """Distance from points (x, y) to the segment from p to q."""
     px, py = p
     dx, dy = q[0] - px, q[1] - py
     t = np.clip(((x - px) * dx + (y - py) * dy) / (dx * dx + dy * dy), 0.0, 1.0)
@@ -300,10 +312,11 @@ class _Parts:
         self.iris_r = np.hypot(ax - EYE_X, y - IRIS_Y)
         self.upper_lip, self.lower_lip, across = _lip_outline(x)
         self.line = _mouth_line(x)
-        inside_x = ax < MOUTH_X
-        self.mouth_interior = inside_x & (np.abs(y - self.line) < MOUTH_BAND) & (ax < MOUTH_X - 0.015)
-        self.lips = inside_x & (y < self.upper_lip) & (y > self.lower_lip) & ~self.mouth_interior
-        self.lips_soft = (_ramp(self.upper_lip - y, -0.004, 0.004) * _ramp(y - self.lower_lip, -0.004, 0.006)
+        self.mouth_interior = (np.abs(y - self.line) < MOUTH_BAND) & (ax < MOUTH_X - 0.015)
+        between = (y < self.upper_lip) & (y > self.lower_lip)
+        self.lips = (ax < MOUTH_X) & between & ~self.mouth_interior
+        self.lips_soft = (_ramp(self.upper_lip - y, -0.004, 0.004)
+                          * _ramp(y - self.lower_lip, -0.004, 0.006)
                           * _ramp(ax, MOUTH_X + 0.005, MOUTH_X - 0.02))
         # brows: a curved stroke over each eye, thick inside, thin at the tail
         t = np.clip((ax - BROW_INNER_X) / BROW_LENGTH, 0.0, 1.0)
@@ -318,6 +331,7 @@ class _Parts:
 
 
 def _regions(x, y, parts: _Parts) -> np.ndarray:
+    """Region index of every vertex; later rules win (features over broad areas)."""
     ax = np.abs(x)
     name = np.full(x.shape, "skin", dtype=object)
     name[y > 0.56] = "forehead"
@@ -347,8 +361,10 @@ def _mean_colour(x, y, cavity, facing, parts: _Parts) -> np.ndarray:
     colour += np.outer(_gauss(x, y, 0.0, -0.05, 0.05, 0.06), [0.03, -0.02, -0.015])
     colour += np.outer(_gauss(ax, y, 0.31, 0.24, 0.12, 0.05), [-0.04, -0.05, -0.03])
     colour += np.outer(_ramp(y, 0.5, 0.9), [0.01, 0.01, 0.0])
-    colour *= ((1.0 - np.clip(6.0 * cavity, 0.0, 0.45)) * (0.78 + 0.22 * np.clip(facing, 0.0, 1.0)))[:, None]
-    crease = np.exp(-0.5 * ((y - parts.yu - 0.035) / 0.01) ** 2) * _ramp(1.0 - np.abs(parts.u), 0.0, 0.5)
+    shade = (1.0 - np.clip(6.0 * cavity, 0.0, 0.45)) * (0.78 + 0.22 * np.clip(facing, 0.0, 1.0))
+    colour *= shade[:, None]
+    crease = (np.exp(-0.5 * ((y - parts.yu - 0.035) / 0.01) ** 2)
+              * _ramp(1.0 - np.abs(parts.u), 0.0, 0.5))
     colour *= (1.0 - 0.12 * crease * (parts.eye_distance > 0))[:, None]
     # lips, with a darker inner part, then the dark mouth band
     lip_colour = LIPS - np.outer(np.exp(-(((y - parts.line) / 0.02) ** 2)), [0.1, 0.08, 0.07])
@@ -390,7 +406,10 @@ def _mean_colour(x, y, cavity, facing, parts: _Parts) -> np.ndarray:
 
 
 def _vec(dx=0.0, dy=0.0, dz=0.0, n=None):
-    return np.stack(np.broadcast_arrays(dx, dy, dz, np.zeros(n)), -1)[:, :3]
+    """An ``(n, 3)`` field of vertex offsets from its x, y and z parts (arrays or scalars)."""
+    offsets = np.zeros((n, 3))
+    offsets[:, 0], offsets[:, 1], offsets[:, 2] = dx, dy, dz
+    return offsets
 
 
 def _jaw_weight(x, y, parts: _Parts, band_share: float):
@@ -413,10 +432,11 @@ def _jaw_weight(x, y, parts: _Parts, band_share: float):
 
 
 def _identity_designs(x, y, parts: _Parts):
-    n = len(x)
+    """Named identity components: (name, vertex offsets ``(N, 3)`` for one standard deviation)."""
+    n, ax = len(x), np.abs(x)
     nose = _nose_height(x, y)
     lip_zone = _gauss(x, y, 0.0, MOUTH_Y - 0.01, 0.15, 0.07)
-    cheek = _gauss(np.abs(x), y, 0.42, -0.12, 0.15, 0.15)
+    cheek = _gauss(ax, y, 0.42, -0.12, 0.15, 0.15)
     return [
         ("face width", _vec(dx=0.045 * x, n=n)),
         ("face length", _vec(dy=0.04 * y, n=n)),
@@ -424,14 +444,15 @@ def _identity_designs(x, y, parts: _Parts):
         ("chin length", _vec(dy=-0.03 * _ramp(y, -0.42, -0.85), n=n)),
         ("nose size", _vec(dy=-0.012 * _gauss(x, y, 0.0, -0.08, 0.08, 0.06), dz=0.14 * nose, n=n)),
         ("nose width", _vec(dx=0.2 * x * _gauss(x, y, 0.0, -0.1, 0.12, 0.08), n=n)),
-        ("eye spacing", _vec(dx=0.02 * _odd(x) * _gauss(np.abs(x), y, 0.31, 0.31, 0.13, 0.11), n=n)),
-        ("brow height", _vec(dy=0.02 * _gauss(np.abs(x), y, 0.32, 0.49, 0.2, 0.06), n=n)),
+        ("eye spacing", _vec(dx=0.02 * _odd(x) * _gauss(ax, y, 0.31, 0.31, 0.13, 0.11), n=n)),
+        ("brow height", _vec(dy=0.02 * _gauss(ax, y, 0.32, 0.49, 0.2, 0.06), n=n)),
         ("lip fullness", _vec(dy=0.25 * (y - parts.line) * lip_zone, dz=0.015 * lip_zone, n=n)),
         ("cheek fullness", _vec(dx=0.015 * _odd(x) * cheek, dz=0.03 * cheek, n=n)),
     ]
 
 
 def _expression_designs(x, y, z, parts: _Parts):
+    """Named expressions: (name, vertex offsets ``(N, 3)`` for one standard deviation)."""
     n = len(x)
     ax = np.abs(x)
     # smile: corners up, out and back; cheeks lift
@@ -444,7 +465,8 @@ def _expression_designs(x, y, z, parts: _Parts):
     jaw = _jaw_weight(x, y, parts, band_share=0.28)
     mouth_open = _vec(dy=-angle * (z - hinge_z) * jaw, dz=angle * (y - hinge_y) * jaw, n=n)
     # brow raise: brows and lower forehead up, upper lids stretch, eye openings stay
-    raise_w = _ramp(y, 0.355, 0.5) * _ramp(y, 0.95, 0.5) * _ramp(ax, 0.75, 0.5) * (0.5 + 0.5 * _ramp(ax, 0.04, 0.2))
+    raise_w = (_ramp(y, 0.355, 0.5) * _ramp(y, 0.95, 0.5) * _ramp(ax, 0.75, 0.5)
+               * (0.5 + 0.5 * _ramp(ax, 0.04, 0.2)))
     brow_raise = _vec(dy=0.024 * raise_w, n=n)
     # eye close: the upper lid slides down onto the lower lid's lash line, folding the eyeball
     # (and the lower lid's margin) beneath it; three sigma closes the eye
@@ -474,6 +496,7 @@ def _expression_designs(x, y, z, parts: _Parts):
 
 
 def _texture_designs(x, y, mean_colour, parts: _Parts):
+    """Named texture components: (name, albedo change ``(N, 3)`` for one standard deviation)."""
     ax = np.abs(x)
     skin = (~parts.eye).astype(float)
     iris = (parts.eye & (parts.iris_r < IRIS_RADIUS)).astype(float)
@@ -485,7 +508,8 @@ def _texture_designs(x, y, mean_colour, parts: _Parts):
         ("lip redness", np.outer(parts.lips_soft, [0.045, -0.03, -0.015])),
         ("brow darkness", np.outer(parts.brow, [-0.09, -0.07, -0.06])),
         ("iris colour (brown to blue)", np.outer(iris, [-0.05, 0.02, 0.06])),
-        ("eye shadow", np.outer(_gauss(ax, y, 0.31, 0.24, 0.12, 0.06) * skin, [-0.03, -0.04, -0.02])),
+        ("eye shadow", np.outer(_gauss(ax, y, 0.31, 0.24, 0.12, 0.06) * skin,
+                                [-0.03, -0.04, -0.02])),
     ]
 
 
@@ -555,7 +579,8 @@ def _assemble(designs, fields, directions, size, decay=0.96):
 
     lengths = np.diag(chol)
     order = np.argsort(-lengths[:k], kind="stable")
-    scales = np.concatenate([lengths[order], 0.9 * lengths[:k].min() * decay ** np.arange(size - k)])
+    unnamed = 0.9 * lengths[:k].min() * decay ** np.arange(size - k)
+    scales = np.concatenate([lengths[order], unnamed])
     # basis = A_kept @ mix, with Q = A_kept L^-T reordered and scaled column by column
     mix = solve_triangular(chol, np.eye(size), lower=True).T[:, np.r_[order, k:size]] * scales
     per_field = np.zeros((m, 3, size))
@@ -567,13 +592,18 @@ def _assemble(designs, fields, directions, size, decay=0.96):
     return basis, [designs[i][0] for i in order]
 
 
-def _moving_parts(x, y, parts: _Parts):
+def _moving_parts(x, y):
     """Where expressions may act: mouth and jaw, brows, eyelids."""
     ax = np.abs(x)
     mouth_jaw = _ramp(y, -0.05, -0.2) * _ramp(ax, 0.75, 0.55)
     brows = _gauss(ax, y, 0.3, 0.47, 0.22, 0.08)
     lids = _gauss(ax, y, EYE_X, EYE_Y + 0.02, 0.13, 0.07)
     return np.clip(mouth_jaw + brows + lids, 0.0, 1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# landmarks and mesh bookkeeping
+# ----------------------------------------------------------------------------------------------
 
 
 def _landmark_targets(outline_xy):
@@ -596,11 +626,12 @@ def _eye_landmarks(side: float):
     lids = (None, "upper", "upper", None, "lower", "lower")
     xs = side * (EYE_X + EYE_HALF_WIDTH * 0.97 * np.asarray(us))
     _, yc, yu, yl, _ = _eye_frame(xs, np.zeros_like(xs))
-    ys = np.where([lid == "upper" for lid in lids], yu, np.where([lid == "lower" for lid in lids], yl, yc))
+    ys = np.select([np.equal(lids, "upper"), np.equal(lids, "lower")], [yu, yl], yc)
     return list(zip(xs, ys)), lids
 
 
 def _mouth_landmarks():
+    """Targets of iBUG landmarks 48-67: lip outline from the left corner, then the inner lips."""
     def outline(px):
         upper, lower, _ = _lip_outline(np.array([px]))
         return upper[0], lower[0]
@@ -640,6 +671,7 @@ def _jaw_outline(x, y, faces):
 
 
 def _nearest(x, y, targets, allowed=None):
+    """Index of the vertex nearest each (x, y) target, among the ``allowed`` ones."""
     pool = np.arange(len(x)) if allowed is None else np.flatnonzero(allowed)
     idx = []
     for tx, ty in targets:
@@ -649,10 +681,12 @@ def _nearest(x, y, targets, allowed=None):
 
 
 def _landmarks(x, y, faces, parts: _Parts) -> np.ndarray:
+    """The 68 iBUG landmark vertices, placed on the features of the neutral face."""
     outline = _jaw_outline(x, y, faces)
     idx = _nearest(x, y, _landmark_targets(outline))
     # eye lids: pick on the lid side of the margin, so that closing the eye moves them
-    lid_side = {None: None, "upper": (~parts.eye) & (y > parts.yc), "lower": (~parts.eye) & (y <= parts.yc)}
+    lid_side = {None: None, "upper": ~parts.eye & (y > parts.yc),
+                "lower": ~parts.eye & (y <= parts.yc)}
     for side in (-1.0, 1.0):
         targets, lids = _eye_landmarks(side)
         for target, lid in zip(targets, lids):
@@ -660,7 +694,9 @@ def _landmarks(x, y, faces, parts: _Parts) -> np.ndarray:
     mouth = _mouth_landmarks()
     upper_edge = (~parts.mouth_interior) & (y > parts.line)
     lower_edge = (~parts.mouth_interior) & (y < parts.line)
-    allowed = [None] + [parts.lips] * 5 + [None] + [parts.lips] * 5 + [None] + [upper_edge] * 3 + [None] + [lower_edge] * 3
+    outer = ([None] + [parts.lips] * 5) * 2  # corners, then on the lips
+    inner = [None] + [upper_edge] * 3 + [None] + [lower_edge] * 3  # corners, then lip edges
+    allowed = outer + inner
     for p, a in zip(mouth, allowed):
         idx += _nearest(x, y, [p], a)
     return np.asarray(idx, dtype=np.int64)
@@ -693,7 +729,8 @@ def _point_buf(faces: np.ndarray, n: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def build_open_face_model() -> MorphableArrays:
-    """Build the open face model (deterministic; cached, so built once per process)."""
+    """Build the open face model: deterministic, about a second on a CPU, cached so that it is
+    built once per process (treat the returned arrays as read-only: they are shared)."""
     gx, gy, used, faces, grid_shape = _grid()
     gz = _neutral_depth(gx, gy)
     # creases for the albedo: how far each point lies below a blurred copy of the surface
@@ -707,14 +744,15 @@ def build_open_face_model() -> MorphableArrays:
     mean_tex = _mean_colour(x, y, cavity, _vertex_normals(mean_shape, faces)[:, 2], parts)
 
     xyz = np.eye(3)
-    id_basis, id_names = _assemble(_identity_designs(x, y, parts), _smooth_fields(x, y, np.ones(n), 30),
-                                   xyz, NUM_ID)
-    exp_fields = _smooth_fields(x, y, _moving_parts(x, y, parts), 24)
+    id_fields = _smooth_fields(x, y, np.ones(n), 30)
+    id_basis, id_names = _assemble(_identity_designs(x, y, parts), id_fields, xyz, NUM_ID)
+    exp_fields = _smooth_fields(x, y, _moving_parts(x, y), 24)
     exp_basis, exp_names = _assemble(_expression_designs(x, y, z, parts), exp_fields, xyz, NUM_EXP)
     chroma = np.array([[1.0, 1.0, 1.0], [1.0, -0.6, -0.4], [0.5, 0.4, -0.9]])  # light, red, yellow
     chroma /= np.linalg.norm(chroma, axis=1, keepdims=True)
     tex_fields = _smooth_fields(x, y, (~parts.eye).astype(float), 30)
-    tex_basis, tex_names = _assemble(_texture_designs(x, y, mean_tex, parts), tex_fields, chroma, NUM_TEX)
+    tex_designs = _texture_designs(x, y, mean_tex, parts)
+    tex_basis, tex_names = _assemble(tex_designs, tex_fields, chroma, NUM_TEX)
 
     return MorphableArrays(
         mean_shape=mean_shape.astype(np.float32),
@@ -725,7 +763,8 @@ def build_open_face_model() -> MorphableArrays:
         faces=faces.astype(np.int64),
         point_buf=_point_buf(faces, n),
         landmarks=_landmarks(x, y, faces, parts),
-        skin_mask=~(parts.eye | (parts.brow > 0.5) | parts.lips | parts.mouth_interior | (parts.nostril > 0.5)),
+        skin_mask=~(parts.eye | parts.lips | parts.mouth_interior | (parts.brow > 0.5)
+                    | (parts.nostril > 0.5)),
         regions=_regions(x, y, parts),
         region_names=REGION_NAMES,
         component_names={"id": id_names, "exp": exp_names, "tex": tex_names},

@@ -36,7 +36,8 @@ def centred(arrays):
 def signed_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Twice the signed area of each face seen from +z (positive: counter-clockwise)."""
     a, b, c = (vertices[..., faces[:, k], :2] for k in range(3))
-    return (b[..., 0] - a[..., 0]) * (c[..., 1] - a[..., 1]) - (b[..., 1] - a[..., 1]) * (c[..., 0] - a[..., 0])
+    ab, ac = b - a, c - a
+    return ab[..., 0] * ac[..., 1] - ab[..., 1] * ac[..., 0]
 
 
 def five_points(landmarks: np.ndarray) -> np.ndarray:
@@ -82,8 +83,8 @@ def test_face_sits_in_d3dfr_frame_and_fills_a_crop(arrays, centred, model):
 
 
 def test_bases_are_orthogonal_and_ordered_by_norm(arrays):
-    for name, basis in (("id", arrays.id_basis), ("exp", arrays.exp_basis), ("tex", arrays.tex_basis)):
-        basis = basis.astype(np.float64)
+    for name in ("id", "exp", "tex"):
+        basis = getattr(arrays, f"{name}_basis").astype(np.float64)
         norms = np.linalg.norm(basis, axis=0)
         gram = basis.T @ basis / np.outer(norms, norms)
         off_diagonal = np.abs(gram - np.eye(len(norms))).max()
@@ -96,7 +97,8 @@ def test_leading_components_are_named(arrays):
     names = arrays.component_names
     assert set(names) == {"id", "exp", "tex"}
     for part, required in (
-        ("id", {"face width", "nose size", "jaw width", "chin length", "eye spacing", "lip fullness"}),
+        ("id", {"face width", "nose size", "jaw width", "chin length", "eye spacing",
+                "lip fullness"}),
         ("exp", {"smile", "mouth open", "brow raise", "eye close", "frown", "pucker"}),
         ("tex", {"skin tone (dark to light)", "redness", "lip redness", "brow darkness"}),
     ):
@@ -121,7 +123,8 @@ def test_named_components_do_what_their_names_say(arrays, centred):
     assert np.ptp(moved("id", "face width")[:, 0]) > np.ptp(centred[:, 0]) + 0.05
     assert moved("id", "nose size")[lm[30], 2] > centred[lm[30], 2] + 0.02
     assert gap(moved("id", "chin length"), 57, 8) > gap(centred, 57, 8) + 0.02
-    assert np.ptp(moved("id", "eye spacing")[lm[[36, 45]], 0]) > np.ptp(centred[lm[[36, 45]], 0]) + 0.01
+    eyes = lm[[36, 45]]
+    assert np.ptp(moved("id", "eye spacing")[eyes, 0]) > np.ptp(centred[eyes, 0]) + 0.01
     smile = moved("exp", "smile")
     assert (smile[lm[[48, 54]], 1] > centred[lm[[48, 54]], 1] + 0.02).all()
     assert gap(moved("exp", "mouth open"), 62, 66) > gap(centred, 62, 66) + 0.03
@@ -142,7 +145,7 @@ def test_expressions_stay_on_the_moving_parts(arrays, centred):
     still = (y > 0.75) | ((np.abs(x) < 0.05) & (y > 0.0) & (y < 0.2))  # upper forehead, nose bridge
     energy = arrays.exp_basis.astype(np.float64).reshape(-1, 3, arrays.exp_basis.shape[1]) ** 2
     share = energy[still].sum((0, 1)) / energy.sum((0, 1))
-    assert share.max() < 0.05, f"expression {share.argmax()} moves the still parts ({share.max():.3f})"
+    assert share.max() < 0.05, f"expression {share.argmax()} moves still parts ({share.max():.3f})"
 
 
 def test_landmarks_sit_on_their_features(arrays, centred):
@@ -222,5 +225,6 @@ def test_build_is_deterministic_and_cached(arrays):
 def test_it_is_the_default_face_model(monkeypatch, arrays):
     monkeypatch.delenv("SGPN_BFM", raising=False)
     model = load_face_model()
-    assert model.num_vertices == len(arrays.mean_shape) and model.region_names == arrays.region_names
+    assert model.num_vertices == len(arrays.mean_shape)
+    assert model.region_names == arrays.region_names
     assert model.component_names["exp"] == arrays.component_names["exp"]
