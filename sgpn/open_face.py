@@ -485,7 +485,10 @@ def _expression_designs(x, y, z, parts: _Parts):
     # pucker: lips forward and together
     lips = _gauss(x, y, 0.0, MOUTH_Y, 0.17, 0.10)
     pucker = _vec(dx=-0.25 * x * lips, dz=0.035 * lips, n=n)
-    jaw_sideways = _vec(dx=0.03 * _jaw_weight(x, y, parts, band_share=0.5), n=n)
+    # jaw sideways: chin and lower lip shift; the cheeks stretch on one side and bunch up on
+    # the other, so the jaw's edge does not shear sideways across the steep sides of the face
+    shift = _jaw_weight(x, y, parts, band_share=0.5) * _ramp(ax, 0.7, 0.25)
+    jaw_sideways = _vec(dx=0.03 * shift, n=n)
     puff = _gauss(ax, y, 0.30, -0.28, 0.11, 0.11)
     cheek_puff = _vec(dx=0.012 * _odd(x) * puff, dz=0.03 * puff, n=n)
     return [
