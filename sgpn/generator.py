@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sgpn.coefficients import NUM_COEFFS, check_coefficients
@@ -189,25 +190,43 @@ class Encoder(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
+def fuse_features(f_lq: torch.Tensor, f_3d: torch.Tensor | None, mask: torch.Tensor | None,
+                  out: torch.Tensor | None = None) -> torch.Tensor:
+    """The feature a block injects: F_lq alone (no F_3d), F_lq + F_3d (no mask), or
+    M F_lq + (1 - M) F_3d (AFFB). ``out`` receives the result when given."""
+    if f_3d is None:
+        return f_lq if out is None else out.copy_(f_lq)
+    if mask is None:
+        return torch.add(f_lq, f_3d, out=out)
+    return torch.lerp(f_3d, f_lq, mask, out=out)  # f_3d + M (f_lq - f_3d)
+
+
 class FeatureInjection(nn.Module):
-    """SGPN's "noise injection": concatenates ``s * feature`` to the activations.
+    """SGPN's "noise injection": concatenates ``s * F`` to the activations.
 
     ``s`` is one learned scalar, initialised to 0, so a fresh network starts as a plain
-    StyleGAN2 decoder and learns how much of the spatial features to let in.
+    StyleGAN2 decoder and learns how much of the spatial features to let in. F is made by
+    :func:`fuse_features`; in inference it is written straight into the output buffer.
     """
 
     def __init__(self):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(1))
 
-    def forward(self, x: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
-        if feature.shape[0] != x.shape[0] or feature.shape[2:] != x.shape[2:]:
-            raise ValueError(f"injected feature {tuple(feature.shape)} does not match the "
+    def forward(self, x: torch.Tensor, f_lq: torch.Tensor, f_3d: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        if f_lq.shape[0] != x.shape[0] or f_lq.shape[2:] != x.shape[2:]:
+            raise ValueError(f"injected feature {tuple(f_lq.shape)} does not match the "
                              f"activations {tuple(x.shape)} in batch or spatial size")
-        if needs_grad(x, feature, self.weight):
-            return torch.cat([x, self.weight * feature], dim=1)
-        out = torch.cat([x, feature], dim=1)  # inference: scale in place, no extra buffer
-        out[:, x.shape[1]:].mul_(self.weight)
+        if needs_grad(x, f_lq, self.weight, *(t for t in (f_3d, mask) if t is not None)):
+            return torch.cat([x, self.weight * fuse_features(f_lq, f_3d, mask)], dim=1)
+        channels = x.shape[1]
+        layout = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
+                  else torch.contiguous_format)
+        out = torch.empty((x.shape[0], channels + f_lq.shape[1], *x.shape[2:]), dtype=x.dtype,
+                          device=x.device, memory_format=layout)
+        out[:, :channels] = x
+        fuse_features(f_lq, f_3d, mask, out=out[:, channels:]).mul_(self.weight)
         return out
 
 
@@ -247,21 +266,24 @@ class AFFB(nn.Module):
         if fusion == "affb":
             self.convs_mask = nn.Sequential(EqualConv2d(3 * out_channels, out_channels, 1))
 
-    def fuse(self, out: torch.Tensor, f_lq: torch.Tensor, f_3d: torch.Tensor | None):
-        """The fused feature F and the mask M (``None`` unless ``fusion="affb"``)."""
-        if self.fusion == "lq_only":
-            return f_lq, None
-        if self.fusion == "sum":
-            return f_lq + f_3d, None
-        # in place is safe under autograd too: a convolution does not keep its output
-        mask = self.convs_mask(torch.cat([out, f_lq, f_3d], dim=1)).sigmoid_()
-        return torch.lerp(f_3d, f_lq, mask), mask
+    def mask(self, out: torch.Tensor, f_lq: torch.Tensor, f_3d: torch.Tensor) -> torch.Tensor:
+        """M = sigmoid(Conv1x1(cat(out, F_lq, F_3d))), as three 1x1 convolutions summed, so
+        the 3C-channel concatenation is never built (same sums, split by input channel)."""
+        conv = self.convs_mask[0]
+        weight = conv.weight * conv.scale
+        c = out.shape[1]
+        logits = F.conv2d(out, weight[:, :c], conv.bias)
+        logits += F.conv2d(f_lq, weight[:, c:2 * c])  # in place is autograd-safe here:
+        logits += F.conv2d(f_3d, weight[:, 2 * c:])  # convolutions do not keep their output
+        return logits.sigmoid_()
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, f_lq: torch.Tensor,
                 f_3d: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         out = self.conv(x, style)
-        fused, mask = self.fuse(out, f_lq, f_3d)
-        return self.activate(self.noise(out, fused)), mask
+        if self.fusion == "lq_only":
+            f_3d = None
+        mask = self.mask(out, f_lq, f_3d) if self.fusion == "affb" else None
+        return self.activate(self.noise(out, f_lq, f_3d, mask)), mask
 
 
 class ToRGB(nn.Module):
