@@ -9,7 +9,7 @@ convolutions.
 Why written here rather than imported: no maintained library ships these layers with the
 names the released checkpoint needs, and the release's own resampling runs through a generic
 pure-PyTorch ``upfirdn2d`` (zero insertion, padding and a one-channel convolution over a
-reshaped batch) that takes about 11 s for one 512 x 512 image on a laptop CPU. Here every
+reshaped batch) that takes about 11 s for one 512 x 512 image on a 2-core CPU. Here every
 resampling is the single native op it amounts to for a 2x factor with an even-length kernel:
 
 * blur            -> depthwise ``conv2d`` (``groups=C``)
@@ -194,8 +194,7 @@ class ModulatedConv2d(nn.Module):
 
     The style vector scales the weight per input channel (an ``EqualLinear`` whose bias starts
     at 1) and demodulation rescales each output filter to unit norm (eps 1e-8). ``upsample``
-    uses a stride-2
-    transposed convolution followed by a blur, as the release does.
+    uses a stride-2 transposed convolution followed by a blur, as the release does.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, style_dim: int,
