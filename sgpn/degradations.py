@@ -266,10 +266,11 @@ class BlindDegradation(_Degradation):
 
 
 class SuperResolution(_Degradation):
-    """Face super-resolution input: bicubic down by ``scale`` (antialiased, like Matlab's
-    ``imresize``), then bicubic back up to the input size, clipped to [0, 1] (bicubic
-    overshoots). Deterministic: the generator is accepted for a uniform interface and unused.
-    The paper evaluates x4, x8 and x16."""
+    """Face super-resolution input: bicubic down by ``scale``, then bicubic back up to the input
+    size, clipped to [0, 1] (bicubic overshoots). Both resizes use ``antialias=True``, which in
+    PyTorch is the a = -0.5 cubic of PIL and Matlab's ``imresize`` (the usual SR benchmark
+    kernel) in both directions. Deterministic: the generator is accepted for a uniform
+    interface and unused. The paper evaluates x4, x8 and x16."""
 
     def __init__(self, scale: int = 4):
         super().__init__()
@@ -286,7 +287,8 @@ class SuperResolution(_Degradation):
             raise ValueError(f"image size {height}x{width} is not divisible by the SR scale {self.scale}")
         low_size = (height // self.scale, width // self.scale)
         low = F.interpolate(hq, size=low_size, mode="bicubic", align_corners=False, antialias=True)
-        lq = F.interpolate(low, size=(height, width), mode="bicubic", align_corners=False).clamp(0.0, 1.0)
+        lq = F.interpolate(low, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
+        lq = lq.clamp(0.0, 1.0)
         return Degraded(lq=lq, params=[{"scale": self.scale, "low_size": list(low_size)} for _ in generators])
 
 
