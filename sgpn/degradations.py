@@ -366,6 +366,28 @@ class InpaintingMask(_Degradation):
         return Degraded(lq=lq, params=[p for _, p in drawn], mask=mask)
 
 
+def describe(params: dict) -> str:
+    """A short caption for one image's parameters, e.g. ``aniso σ 3.1×0.8 ∠40° · ↓2.5 · noise 7 · JPEG 81``."""
+    parts = []
+    if "blur" in params:
+        if params["blur"] == "isotropic":
+            parts.append(f"blur σ {params['sigma_x']:.1f}")
+        else:
+            parts.append(f"aniso σ {params['sigma_x']:.1f}×{params['sigma_y']:.1f} "
+                         f"∠{math.degrees(params['rotation']):.0f}°")
+    if "downscale" in params:
+        parts.append(f"↓{params['downscale']:.1f}")
+    if "noise" in params:
+        parts.append(f"noise {params['noise']:.0f}")
+    if "jpeg_quality" in params:
+        parts.append(f"JPEG {params['jpeg_quality']}")
+    if "scale" in params:
+        parts.append(f"SR ×{params['scale']} ({params['low_size'][0]}×{params['low_size'][1]} px)")
+    if "coverage" in params:
+        parts.append(f"{params['strokes']} strokes, {params['boxes']} boxes, {100 * params['coverage']:.0f}% missing")
+    return " · ".join(parts) or "no degradation"
+
+
 #: Names accepted by :func:`build_degradation` (configs and the CLI use these).
 DEGRADATIONS = ("blind", "sr4", "sr8", "sr16", "inpaint")
 

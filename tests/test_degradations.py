@@ -17,6 +17,7 @@ from sgpn.degradations import (
     InpaintingMask,
     SuperResolution,
     build_degradation,
+    describe,
     gaussian_kernels,
     jpeg,
 )
@@ -46,6 +47,7 @@ def test_shapes_ranges_and_params(name):
     assert not torch.equal(out.lq, hq)
     assert len(out.params) == len(hq)
     json.dumps(out.params)  # JSON-friendly
+    assert describe(out.params[0]) != "no degradation"
     assert (out.mask is not None) == (name == "inpaint")
 
 
@@ -110,6 +112,7 @@ def test_steps_switched_off_give_8bit_input_back():
     out = BlindDegradation(**{**ONLY, "noise": (0.0, 0.0), "downscale": (1.0, 1.0)})(hq, generator=0)
     assert torch.equal(out.lq, (hq * 255).round() / 255)
     assert out.params[0] == {"downscale": 1.0, "low_size": [SIZE, SIZE], "noise": 0.0}
+    assert describe(out.params[0]) == "↓1.0 · noise 0"
 
 
 def test_noise_sigma_is_on_the_255_scale():
