@@ -12,6 +12,11 @@ Parameter names (``backbone.*``, ``final_layers.0..6.*``) are D3DFR's, so its ch
 
 Input convention: RGB in [0, 1], 224 x 224, face aligned to D3DFR's crop (see
 :mod:`sgpn.shape_prior` for getting there from an SGPN crop).
+
+For small CPU configurations the backbone and the input size can be changed
+(``CoefficientRegressor(backbone="shufflenet_v2_x0_5", input_size=64)``): the backbones pool
+adaptively, so any size works, and the heads keep their names and order. Only the default
+(ResNet-50 at 224) loads D3DFR's and the release's weights.
 """
 
 from __future__ import annotations
@@ -27,26 +32,30 @@ HEAD_SIZES = (80, 64, 80, 3, 27, 2, 1)
 #: D3DFR's input resolution.
 INPUT_SIZE = 224
 FEATURE_DIM = 2048
+#: torchvision backbones the regressor can use, with the width of their pooled feature.
+#: ResNet-50 is D3DFR's; the others make small CPU configurations fast and their checkpoints small.
+BACKBONES: dict[str, int] = {"resnet50": FEATURE_DIM, "resnet18": 512,
+                             "mobilenet_v3_small": 576, "shufflenet_v2_x0_5": 1024}
 #: Keys under which training checkpoints keep the network's state dict.
 CHECKPOINT_KEYS = ("net_recon", "state_dict")
 #: Slack on the [0, 1] range check (resampling can overshoot by a hair).
 RANGE_TOLERANCE = 1e-3
 
 
-def check_regressor_input(image: torch.Tensor, name: str = "image") -> None:
-    """Raise a clear error unless ``image`` is ``B x 3 x 224 x 224`` RGB in [0, 1]."""
+def check_regressor_input(image: torch.Tensor, name: str = "image", size: int = INPUT_SIZE) -> None:
+    """Raise a clear error unless ``image`` is ``B x 3 x size x size`` RGB in [0, 1]."""
     if not isinstance(image, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(image).__name__}")
     if not image.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor in [0, 1], got {image.dtype}")
     if image.dim() != 4:
-        raise ValueError(f"{name} must have 4 dims (B, 3, {INPUT_SIZE}, {INPUT_SIZE}), "
+        raise ValueError(f"{name} must have 4 dims (B, 3, {size}, {size}), "
                          f"got shape {tuple(image.shape)}")
     if image.shape[1] != 3:
         raise ValueError(f"{name} must have 3 (RGB) channels, got {image.shape[1]} "
                          f"(shape {tuple(image.shape)})")
-    if tuple(image.shape[2:]) != (INPUT_SIZE, INPUT_SIZE):
-        raise ValueError(f"{name} must be {INPUT_SIZE} x {INPUT_SIZE} (D3DFR's crop), got "
+    if tuple(image.shape[2:]) != (size, size):
+        raise ValueError(f"{name} must be {size} x {size} (the regressor's crop), got "
                          f"{tuple(image.shape[2:])}; see sgpn.shape_prior for the warp")
     if not torch.isfinite(image).all():
         raise ValueError(f"{name} contains NaN or Inf")
@@ -56,22 +65,42 @@ def check_regressor_input(image: torch.Tensor, name: str = "image") -> None:
                          + (" (a [-1, 1] image? map it with (x + 1) / 2)" if low < -0.1 else ""))
 
 
-class CoefficientRegressor(nn.Module):
-    """ResNet-50 + seven zero-initialised 1x1 heads: RGB [0, 1] 224^2 -> ``B x 257``."""
+def build_backbone(name: str) -> nn.Module:
+    """A randomly initialised torchvision backbone whose output is its pooled feature."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown regressor backbone {name!r}; choose from {sorted(BACKBONES)}")
+    backbone = getattr(torchvision.models, name)(weights=None)
+    for classifier in ("fc", "classifier"):  # ResNet/ShuffleNet, MobileNet
+        if hasattr(backbone, classifier):
+            setattr(backbone, classifier, nn.Identity())  # no classifier in the state dict
+    return backbone
 
-    def __init__(self):
+
+class CoefficientRegressor(nn.Module):
+    """Backbone + seven zero-initialised 1x1 heads: RGB [0, 1] ``input_size``^2 -> ``B x 257``.
+
+    The default, ResNet-50 at 224, is D3DFR's network.
+    """
+
+    def __init__(self, backbone: str = "resnet50", input_size: int = INPUT_SIZE):
         super().__init__()
-        backbone = torchvision.models.resnet50(weights=None)
-        backbone.fc = nn.Identity()  # the pooled 2048-d feature; no fc in the state dict
-        self.backbone = backbone
-        self.final_layers = nn.ModuleList(nn.Conv2d(FEATURE_DIM, n, 1) for n in HEAD_SIZES)
+        if int(input_size) != input_size or input_size < 32:
+            raise ValueError(f"input_size must be an integer >= 32, got {input_size!r}")
+        self.backbone_name = backbone
+        self.input_size = int(input_size)
+        self.feature_dim = BACKBONES.get(backbone, 0)
+        self.backbone = build_backbone(backbone)
+        self.final_layers = nn.ModuleList(nn.Conv2d(self.feature_dim, n, 1) for n in HEAD_SIZES)
         for head in self.final_layers:
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
 
+    def extra_repr(self) -> str:
+        return f"backbone={self.backbone_name}, input_size={self.input_size}"
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        check_regressor_input(image)
-        feature = self.backbone(image).reshape(image.shape[0], FEATURE_DIM, 1, 1)
+        check_regressor_input(image, size=self.input_size)
+        feature = self.backbone(image).reshape(image.shape[0], self.feature_dim, 1, 1)
         return torch.cat([head(feature) for head in self.final_layers], dim=1).flatten(1)
 
     def load_checkpoint(self, path: str | os.PathLike) -> "CoefficientRegressor":
@@ -82,5 +111,5 @@ class CoefficientRegressor(nn.Module):
         return self
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike) -> "CoefficientRegressor":
-        return cls().load_checkpoint(path)
+    def from_checkpoint(cls, path: str | os.PathLike, **kwargs) -> "CoefficientRegressor":
+        return cls(**kwargs).load_checkpoint(path)

@@ -14,6 +14,9 @@ D3DFR's 3D five-point template, scaled to 102 px). For a crop aligned to the tem
 five points *are* the template, so the warp is one fixed similarity per crop size, computed
 here from the two templates (:func:`crop_to_d3dfr_matrix`). ``alignment="resize"`` instead
 treats the crop as already framed like D3DFR's and simply resizes (rendering directly at S).
+
+A regressor built for a smaller frame (``CoefficientRegressor(input_size=64)``) sees D3DFR's
+frame at that size: the camera scales with the image, so nothing else changes.
 """
 
 from __future__ import annotations
@@ -91,6 +94,21 @@ def crop_to_d3dfr_matrix(size: int) -> torch.Tensor:
     return torch.tensor([[scale, 0.0, bx], [0.0, scale, by]], dtype=torch.float32)
 
 
+def crop_to_frame_matrix(size: int, frame_size: int = INPUT_SIZE) -> torch.Tensor:
+    """:func:`crop_to_d3dfr_matrix` for D3DFR's frame drawn at ``frame_size`` instead of 224.
+
+    The camera scales focal length and principal point with the image (pixel centres at
+    integers), so a 224-frame pixel x becomes k (x + 0.5) - 0.5 with k = frame_size / 224.
+    """
+    matrix = crop_to_d3dfr_matrix(size)
+    k = frame_size / INPUT_SIZE
+    if k == 1:
+        return matrix
+    scaled = matrix * k
+    scaled[:, 2] += 0.5 * k - 0.5
+    return scaled
+
+
 def invert_similarity(matrix: torch.Tensor) -> torch.Tensor:
     """Inverse of a ``2 x 3`` (or ``B x 2 x 3``) affine matrix."""
     full = torch.cat([matrix, matrix.new_tensor([0.0, 0.0, 1.0]).expand(*matrix.shape[:-2], 1, 3)], -2)
@@ -102,7 +120,7 @@ class ShapePriorOutput(NamedTuple):
     image: torch.Tensor  # (B, 3, S, S) I_3d in [-1, 1], background -1
     mask: torch.Tensor  # (B, 1, S, S) render coverage in the crop frame (0..1 at warped edges)
     face: FaceOutput  # the mesh (camera space of D3DFR's 224 frame)
-    regressor_input: torch.Tensor  # (B, 3, 224, 224) what the regressor saw, RGB in [0, 1]
+    regressor_input: torch.Tensor  # (B, 3, F, F) what the regressor saw, RGB in [0, 1] (F = 224)
 
 
 class ShapePrior(nn.Module):
@@ -110,7 +128,8 @@ class ShapePrior(nn.Module):
 
     ``regressor`` defaults to a fresh :class:`CoefficientRegressor` (load D3DFR weights into it),
     ``face_model`` to :func:`~sgpn.face_model.load_face_model` (BFM if configured, else the
-    kit's open model), ``renderer`` to :class:`~sgpn.renderer.Renderer` at 224.
+    kit's open model), ``renderer`` to :class:`~sgpn.renderer.Renderer` at the regressor's
+    input size (224 for D3DFR's network).
     """
 
     def __init__(self, regressor: CoefficientRegressor | None = None,
@@ -121,22 +140,43 @@ class ShapePrior(nn.Module):
             raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
         self.regressor = regressor if regressor is not None else CoefficientRegressor()
         self.face_model = face_model if face_model is not None else load_face_model()
-        self.renderer = renderer if renderer is not None else Renderer(INPUT_SIZE)
+        self.renderer = renderer if renderer is not None else Renderer(self.frame_size)
+        if self.renderer.image_size != self.frame_size:
+            raise ValueError(f"the renderer draws at {self.renderer.image_size} px but the "
+                             f"regressor's frame is {self.frame_size} px; they must agree")
         self.alignment = alignment
+
+    @property
+    def frame_size(self) -> int:
+        """Side of D3DFR's frame as this regressor sees it (224 for D3DFR's network)."""
+        return self.regressor.input_size
+
+    def warp_to_frame(self, image: torch.Tensor) -> torch.Tensor:
+        """Any ``B x C x S x S`` map of the crop, moved into the regressor's frame (zeros
+        outside the crop)."""
+        size, frame = image.shape[-1], self.frame_size
+        if self.alignment == "resize":
+            if size == frame:
+                return image
+            return F.interpolate(image, size=(frame, frame), mode="bilinear",
+                                 align_corners=False, antialias=size > frame)
+        from kornia.geometry.transform import warp_affine
+
+        matrix = crop_to_frame_matrix(size, frame).to(image).expand(image.shape[0], 2, 3)
+        return warp_affine(image, matrix, (frame, frame), align_corners=True)
+
+    def points_to_frame(self, points: torch.Tensor, size: int) -> torch.Tensor:
+        """Pixel coordinates ``(..., 2)`` in a ``size`` crop to the regressor's frame."""
+        if self.alignment == "resize":
+            k = self.frame_size / size
+            return (points + 0.5) * k - 0.5
+        matrix = crop_to_frame_matrix(size, self.frame_size).to(points)
+        return points @ matrix[:, :2].T + matrix[:, 2]
 
     def to_regressor_frame(self, lq: torch.Tensor) -> torch.Tensor:
         """The crop in D3DFR's frame, RGB [0, 1] (outside the crop: 0.5, as the release's
         zero padding of the [-1, 1] image gives)."""
-        size = lq.shape[-1]
-        if self.alignment == "resize":
-            framed = F.interpolate(lq, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear",
-                                   align_corners=False, antialias=size > INPUT_SIZE)
-        else:
-            from kornia.geometry.transform import warp_affine
-
-            matrix = crop_to_d3dfr_matrix(size).to(lq).expand(lq.shape[0], 2, 3)
-            framed = warp_affine(lq, matrix, (INPUT_SIZE, INPUT_SIZE), align_corners=True)
-        return framed * 0.5 + 0.5
+        return self.warp_to_frame(lq) * 0.5 + 0.5
 
     def render(self, face: FaceOutput, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Render the face into the crop frame: image in [0, 1] and mask, both at ``size``."""
@@ -146,7 +186,7 @@ class ShapePrior(nn.Module):
         from kornia.geometry.transform import warp_affine
 
         rendered = self.renderer(face, self.face_model.faces)
-        back = invert_similarity(crop_to_d3dfr_matrix(size)).to(rendered.image)
+        back = invert_similarity(crop_to_frame_matrix(size, self.frame_size)).to(rendered.image)
         back = back.expand(rendered.image.shape[0], 2, 3)
         image = warp_affine(rendered.image, back, (size, size), align_corners=True)
         mask = warp_affine(rendered.mask, back, (size, size), align_corners=True)
@@ -165,7 +205,7 @@ class ShapePrior(nn.Module):
         size = lq.shape[-1]
         framed = self.to_regressor_frame(lq)
         coeffs = self.regressor(framed)
-        face = self.face_model(coeffs, INPUT_SIZE if self.alignment == "template" else size)
+        face = self.face_model(coeffs, self.frame_size if self.alignment == "template" else size)
         image, mask = self.render(face, size)
         return ShapePriorOutput(coeffs=coeffs, image=(image * mask) * 2 - 1, mask=mask,
                                 face=face, regressor_input=framed)
