@@ -55,7 +55,7 @@ def check_images(images: Tensor, name: str = "hq") -> None:
     if images.dim() != 4:
         raise ValueError(f"{name} must have shape (B, 3, H, W), got {tuple(images.shape)}")
     if images.shape[1] != 3:
-        raise ValueError(f"{name} must have 3 colour channels, got {images.shape[1]} (shape {tuple(images.shape)})")
+        raise ValueError(f"{name} must have 3 colour channels, got shape {tuple(images.shape)}")
     if images.shape[0] == 0 or images.shape[2] == 0 or images.shape[3] == 0:
         raise ValueError(f"{name} is empty: shape {tuple(images.shape)}")
     if not torch.isfinite(images).all():
@@ -320,11 +320,13 @@ class InpaintingMask(_Degradation):
         if not 0.0 <= fill <= 1.0:
             raise ValueError(f"fill must be in [0, 1], got {fill}")
         self.strokes, self.vertices, self.boxes = strokes, vertices, boxes
-        self.stroke_length, self.stroke_width, self.box_size, self.fill = stroke_length, stroke_width, box_size, fill
+        self.stroke_length, self.stroke_width = stroke_length, stroke_width
+        self.box_size, self.fill = box_size, fill
 
     def extra_repr(self) -> str:
         return (f"strokes={self.strokes}, vertices={self.vertices}, stroke_length={self.stroke_length}, "
-                f"stroke_width={self.stroke_width}, boxes={self.boxes}, box_size={self.box_size}, fill={self.fill}")
+                f"stroke_width={self.stroke_width}, boxes={self.boxes}, box_size={self.box_size}, "
+                f"fill={self.fill}")
 
     def draw_mask(self, generator: torch.Generator, height: int, width: int, device) -> tuple[Tensor, dict]:
         """One ``(H, W)`` mask and its parameters."""
@@ -367,7 +369,10 @@ class InpaintingMask(_Degradation):
 
 
 def describe(params: dict) -> str:
-    """A short caption for one image's parameters, e.g. ``aniso σ 3.1×0.8 ∠40° · ↓2.5 · noise 7 · JPEG 81``."""
+    """A short caption for one image's parameters.
+
+    For example ``aniso σ 3.1×0.8 ∠40° · ↓2.5 · noise 7 · JPEG 81`` or ``SR ×8 (32×32 px)``.
+    """
     parts = []
     if "blur" in params:
         if params["blur"] == "isotropic":
@@ -384,7 +389,8 @@ def describe(params: dict) -> str:
     if "scale" in params:
         parts.append(f"SR ×{params['scale']} ({params['low_size'][0]}×{params['low_size'][1]} px)")
     if "coverage" in params:
-        parts.append(f"{params['strokes']} strokes, {params['boxes']} boxes, {100 * params['coverage']:.0f}% missing")
+        parts.append(f"{params['strokes']} strokes, {params['boxes']} boxes, "
+                     f"{100 * params['coverage']:.0f}% missing")
     return " · ".join(parts) or "no degradation"
 
 
