@@ -223,7 +223,8 @@ class BlindDegradation(_Degradation):
                           sigma_x=sigma_x * scale, sigma_y=sigma_y * scale, rotation=rotation)
         if self.downscale is not None:
             factor = _uniform(generator, *self.downscale)
-            params.update(downscale=factor, low_size=[max(1, int(height // factor)), max(1, int(width // factor))])
+            low_size = [max(1, int(height // factor)), max(1, int(width // factor))]  # cv2-style floor
+            params.update(downscale=factor, low_size=low_size)
         if self.noise is not None:
             params["noise"] = _uniform(generator, *self.noise)
         if self.jpeg_quality is not None:
@@ -231,7 +232,7 @@ class BlindDegradation(_Degradation):
         return params
 
     def degrade(self, hq: Tensor, generators: list[torch.Generator]) -> Degraded:
-        batch, _, height, width = hq.shape
+        height, width = hq.shape[-2:]
         params = [self.draw(g, height, width) for g in generators]
         images = self._blur(hq, params) if self.sigma is not None else hq
         outputs = []
