@@ -1,10 +1,29 @@
-"""The ``sgpn`` console command."""
+"""The ``sgpn`` console command.
+
+``sgpn fit|validate|test|predict ...`` is Lightning's CLI (``sgpn fit --config configs/tiny.yaml``,
+``sgpn fit --config configs/tiny.yaml --ckpt_path last`` to resume); the other subcommands are
+the kit's own: ``bench``, ``figures``, ``restore`` and ``export``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+
+#: Subcommands handed to Lightning's CLI.
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+def lightning_cli(args: list[str]):
+    """Lightning's CLI over any LightningModule and LightningDataModule named in the config
+    (``model: class_path: sgpn.training.SGPNModule``), with the Trainer's options."""
+    from lightning.pytorch import LightningDataModule, LightningModule
+    from lightning.pytorch.cli import LightningCLI
+
+    return LightningCLI(LightningModule, LightningDataModule, subclass_mode_model=True,
+                        subclass_mode_data=True, args=args, auto_configure_optimizers=False,
+                        save_config_kwargs={"overwrite": True})
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -23,11 +42,31 @@ def _figures(args: argparse.Namespace) -> int:
     return 0
 
 
+def _restore(args: argparse.Namespace) -> int:
+    from sgpn.restore import restore_folder
+
+    written = restore_folder(args.ckpt, args.input, args.output, batch_size=args.batch_size,
+                             device=args.device)
+    print(f"{len(written)} restored faces in {args.output}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from sgpn.training import export_checkpoint
+
+    path = export_checkpoint(args.source, args.target)
+    print(f"{path} ({path.stat().st_size / 2**20:.1f} MB)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sgpn.bench import BENCHMARKS
 
-    parser = argparse.ArgumentParser(prog="sgpn", description=__doc__)
+    parser = argparse.ArgumentParser(prog="sgpn", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    for name in LIGHTNING_SUBCOMMANDS:  # listed for --help; main() hands them to Lightning
+        sub.add_parser(name, help=f"Lightning CLI: sgpn {name} --config CONFIG (see sgpn {name} --help)")
     bench = sub.add_parser("bench", help="run benchmarks; each prints one JSON line")
     bench.add_argument("names", nargs="+", choices=sorted(BENCHMARKS), metavar="NAME",
                        help=f"one or more of: {', '.join(sorted(BENCHMARKS))}")
@@ -36,10 +75,25 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument("names", nargs="*", help="figure names (default: all)")
     figures.add_argument("--out", default="figures", help="output folder")
     figures.set_defaults(func=_figures)
+    restore = sub.add_parser("restore", help="restore a folder of aligned face crops")
+    restore.add_argument("--ckpt", required=True, help="SGPN checkpoint written by sgpn fit")
+    restore.add_argument("input", help="folder of aligned face crops")
+    restore.add_argument("output", help="folder for the restored faces (PNG, same names)")
+    restore.add_argument("--batch-size", type=int, default=4)
+    restore.add_argument("--device", default="cpu", help="e.g. cpu, cuda, cuda:1")
+    restore.set_defaults(func=_restore)
+    export = sub.add_parser("export", help="copy a checkpoint without optimiser and loop state")
+    export.add_argument("source", help="checkpoint written by sgpn fit")
+    export.add_argument("target", help="where to write the small copy")
+    export.set_defaults(func=_export)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in LIGHTNING_SUBCOMMANDS:
+        lightning_cli(argv)
+        return 0
     args = build_parser().parse_args(argv)
     return args.func(args)
 
