@@ -1,0 +1,418 @@
+"""Evaluation metrics: PSNR, SSIM, LPIPS, FID, landmark NME and vertex error.
+
+* PSNR and SSIM (torchmetrics) on RGB images in [0, 1] with ``data_range=1``, computed per image
+  and averaged over images (PSNR is ``inf`` for an image identical to its target).
+* LPIPS and FID (torchmetrics; FID's Inception comes from torch-fidelity) need pretrained
+  backbones. Nothing is downloaded: the weight files are looked for *before* a metric is built,
+  in this order: an explicit path, the ``SGPN_LPIPS_WEIGHTS`` / ``SGPN_FID_WEIGHTS`` environment
+  variables, then the torch hub cache (``torch.hub.get_dir()/checkpoints``) where torchvision
+  and torch-fidelity keep them. When none is found the metric is reported as
+  ``unavailable (no local weights: put <file> at <path> ...)`` instead of a number.
+* Landmark NME: the mean distance between predicted and ground-truth 68 landmarks divided by
+  the ground-truth inter-ocular distance, i.e. between the outer eye corners (iBUG points 36 and
+  45, 0-based), the usual normalisation of 300-W. On an output image the landmarks come from a
+  frozen teacher (:class:`~sgpn.shape_prior.ShapePrior`: regressor + face model).
+* Vertex error: the mean Euclidean distance between corresponding vertices of two meshes given
+  by coefficients, unposed (identity + expression only) or posed, in the face model's units.
+
+:class:`MetricSuite` accumulates all of them over batches and returns one
+:class:`MetricResult` per metric, ready for a table row.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+from sgpn import coefficients
+from sgpn.face_model import FaceModel
+
+LPIPS_ENV = "SGPN_LPIPS_WEIGHTS"
+FID_ENV = "SGPN_FID_WEIGHTS"
+#: LPIPS backbone -> (torchvision model, its ImageNet weights enum), as torchmetrics builds them.
+LPIPS_BACKBONES = {"alex": ("AlexNet", "AlexNet_Weights"), "vgg": ("VGG-16", "VGG16_Weights"),
+                   "squeeze": ("SqueezeNet 1.1", "SqueezeNet1_1_Weights")}
+#: iBUG-68 indices of the outer eye corners, whose distance normalises the NME.
+OUTER_EYE_CORNERS = (36, 45)
+NUM_LANDMARKS = 68
+
+
+class WeightsUnavailable(FileNotFoundError):
+    """No local weight file for a metric; the message says which file to put where."""
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    """A metric's value, or ``None`` with the reason it could not be measured."""
+
+    value: float | None
+    reason: str = ""
+
+    def __post_init__(self):
+        if (self.value is None) == (not self.reason):
+            raise ValueError("a MetricResult holds either a value or a reason, not both or neither")
+
+    def format(self, digits: int = 4) -> str:
+        """The value with ``digits`` decimals (``inf`` as is), or the reason."""
+        if self.value is None:
+            return self.reason
+        return str(self.value) if math.isinf(self.value) else f"{self.value:.{digits}f}"
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+def format_results(results: dict[str, MetricResult], digits: int = 4) -> dict[str, str]:
+    """One table row (metric name -> text) from :meth:`MetricSuite.compute`'s results."""
+    return {name: result.format(digits) for name, result in results.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Input checks
+# ----------------------------------------------------------------------------------------------
+
+
+def check_image(image: torch.Tensor, name: str) -> torch.Tensor:
+    """``image`` as a finite ``(B, 3, H, W)`` float tensor in [0, 1], or a clear error."""
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(image).__name__}")
+    if not image.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor in [0, 1], got {image.dtype}")
+    if image.dim() != 4 or image.shape[1] != 3:
+        raise ValueError(f"{name} must have shape (B, 3, H, W), got {tuple(image.shape)}")
+    if not torch.isfinite(image).all():
+        raise ValueError(f"{name} contains NaN or Inf")
+    low, high = image.min().item(), image.max().item()
+    if low < 0 or high > 1:
+        raise ValueError(f"{name} must hold values in [0, 1], got [{low:.4f}, {high:.4f}]; "
+                         f"clamp it explicitly if overshoot is expected (metrics never clip)")
+    return image
+
+
+def check_image_pair(output: torch.Tensor, target: torch.Tensor) -> None:
+    """Both images valid and of the same shape."""
+    check_image(output, "output")
+    check_image(target, "target")
+    if output.shape != target.shape:
+        raise ValueError(f"output {tuple(output.shape)} and target {tuple(target.shape)} differ in shape")
+
+
+def check_landmarks(landmarks: torch.Tensor, name: str) -> torch.Tensor:
+    """``landmarks`` as a finite ``(B, 68, 2 or 3)`` float tensor, or a clear error."""
+    if not isinstance(landmarks, torch.Tensor) or not landmarks.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got "
+                        f"{getattr(landmarks, 'dtype', type(landmarks).__name__)}")
+    if landmarks.dim() != 3 or landmarks.shape[1] != NUM_LANDMARKS or landmarks.shape[2] not in (2, 3):
+        raise ValueError(f"{name} must have shape (B, {NUM_LANDMARKS}, 2 or 3), got {tuple(landmarks.shape)}")
+    if not torch.isfinite(landmarks).all():
+        raise ValueError(f"{name} contains NaN or Inf")
+    return landmarks
+
+
+# ----------------------------------------------------------------------------------------------
+# Local weights for LPIPS and FID
+# ----------------------------------------------------------------------------------------------
+
+
+def hub_checkpoint(filename: str) -> Path:
+    """Where torchvision and torch-fidelity look for (and would download) ``filename``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def lpips_weights_file(net: str) -> str:
+    """File name of the ImageNet weights torchmetrics' LPIPS loads for backbone ``net``."""
+    import torchvision
+
+    if net not in LPIPS_BACKBONES:
+        raise ValueError(f"LPIPS backbone must be one of {sorted(LPIPS_BACKBONES)}, got {net!r}")
+    weights = getattr(torchvision.models, LPIPS_BACKBONES[net][1]).DEFAULT
+    return os.path.basename(urlparse(weights.url).path)
+
+
+def fid_weights_file() -> str:
+    """File name of torch-fidelity's Inception-v3 (FID) weights."""
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+    return os.path.basename(urlparse(URL_INCEPTION_V3).path)
+
+
+def find_weights(filename: str, description: str, env: str, path: str | os.PathLike | None = None) -> Path:
+    """The local weight file: ``path``, else ``$env``, else the torch hub cache.
+
+    An explicit ``path`` or ``$env`` that names no file is an error (``FileNotFoundError``);
+    nothing configured and nothing cached raises :class:`WeightsUnavailable` saying where to put
+    the file. A file that is found must be a readable state dict of finite tensors (read with
+    ``weights_only=True``); otherwise ``ValueError``.
+    """
+    from sgpn.weights import read_state_dict
+
+    source = f"{env}={os.environ[env]}" if path is None and os.environ.get(env) else None
+    chosen = Path(path) if path is not None else Path(os.environ[env]) if source else None
+    if chosen is not None and not chosen.is_file():
+        raise FileNotFoundError(f"{description} weights not found at {chosen}"
+                                + (f" (from {source})" if source else ""))
+    if chosen is None:
+        chosen = hub_checkpoint(filename)
+        if not chosen.is_file():
+            raise WeightsUnavailable(f"unavailable (no local weights: put {description} weights "
+                                     f"{filename} at {chosen}, or point {env} at the file)")
+    state = read_state_dict(chosen)
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"{chosen}: tensor(s) {bad[:5]} contain NaN or Inf")
+    return chosen
+
+
+@contextmanager
+def _hub_cache_holding(file: Path, filename: str) -> Iterator[None]:
+    """Make ``file`` visible as ``filename`` in a temporary torch hub cache, for libraries that
+    only read the cache (torchvision). The previous hub location is restored exactly: through
+    ``TORCH_HOME`` when the hub follows it, else through ``torch.hub.set_dir``."""
+    with tempfile.TemporaryDirectory() as home:
+        hub = Path(home) / "hub"
+        (hub / "checkpoints").mkdir(parents=True)
+        (hub / "checkpoints" / filename).symlink_to(file.resolve())
+        previous_dir, previous_home = torch.hub.get_dir(), os.environ.get("TORCH_HOME")
+        os.environ["TORCH_HOME"] = home
+        pinned = Path(torch.hub.get_dir()) != hub  # someone called torch.hub.set_dir
+        if pinned:
+            torch.hub.set_dir(str(hub))
+        try:
+            yield
+        finally:
+            if previous_home is None:
+                del os.environ["TORCH_HOME"]
+            else:
+                os.environ["TORCH_HOME"] = previous_home
+            if pinned:
+                torch.hub.set_dir(previous_dir)
+
+
+def build_lpips(net: str = "alex", weights: str | os.PathLike | None = None) -> nn.Module:
+    """torchmetrics' LPIPS (inputs in [0, 1]) with local backbone weights only.
+
+    Raises :class:`WeightsUnavailable` when no weights are found (see :func:`find_weights`).
+    LPIPS's own linear layers ship inside torchmetrics.
+    """
+    from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+    filename = lpips_weights_file(net)
+    description = f"torchvision's ImageNet {LPIPS_BACKBONES[net][0]}"
+    file = find_weights(filename, description, LPIPS_ENV, weights)
+    cached = hub_checkpoint(filename)
+    try:
+        if cached.is_file() and cached.resolve() == file.resolve():
+            return LearnedPerceptualImagePatchSimilarity(net_type=net, normalize=True)
+        with _hub_cache_holding(file, filename):
+            return LearnedPerceptualImagePatchSimilarity(net_type=net, normalize=True)
+    except RuntimeError as err:  # load_state_dict: missing / unexpected / mis-shaped keys
+        raise ValueError(f"{file} does not hold {description} weights: {err}") from err
+
+
+def build_fid(weights: str | os.PathLike | None = None, features: int = 2048) -> nn.Module:
+    """torchmetrics' FID (inputs in [0, 1]) on torch-fidelity's Inception-v3, local weights only.
+
+    ``features`` picks the Inception layer (64, 192, 768 or 2048; 2048 is the standard FID).
+    Raises :class:`WeightsUnavailable` when no weights are found (see :func:`find_weights`).
+    """
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    file = find_weights(fid_weights_file(), "torch-fidelity's Inception-v3 (FID)", FID_ENV, weights)
+    try:
+        return FrechetInceptionDistance(feature=features, normalize=True,
+                                        feature_extractor_weights_path=str(file))
+    except RuntimeError as err:
+        raise ValueError(f"{file} does not hold torch-fidelity's Inception-v3 weights: {err}") from err
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometry: landmark NME and vertex error
+# ----------------------------------------------------------------------------------------------
+
+
+def landmark_nme(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per image ``(B,)``: mean landmark distance / ground-truth inter-ocular distance.
+
+    The inter-ocular distance is between the outer eye corners of ``target`` (points 36 and
+    45). The ratio does not change under a similarity transform applied to both sets, so it can
+    be computed in any frame the two share.
+    """
+    check_landmarks(predicted, "predicted landmarks")
+    check_landmarks(target, "target landmarks")
+    if predicted.shape != target.shape:
+        raise ValueError(f"predicted {tuple(predicted.shape)} and target {tuple(target.shape)} "
+                         f"landmarks differ in shape")
+    left, right = OUTER_EYE_CORNERS
+    inter_ocular = (target[:, left] - target[:, right]).norm(dim=-1)
+    if (inter_ocular <= 0).any():
+        index = (inter_ocular <= 0).nonzero()[0].item()
+        raise ValueError(f"target landmarks of image {index}: the outer eye corners (points "
+                         f"{left} and {right}) coincide, so the NME is undefined")
+    return (predicted - target).norm(dim=-1).mean(dim=-1) / inter_ocular
+
+
+@torch.no_grad()
+def teacher_landmarks(teacher: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The 68 landmarks ``(B, 68, 2)`` a frozen teacher predicts on ``[0, 1]`` face crops.
+
+    ``teacher`` is a :class:`~sgpn.shape_prior.ShapePrior` (e.g. ``SGPNModule.teacher``): its
+    regressor reads the crop warped into D3DFR's frame and the face model projects the landmark
+    vertices. Points are pixels of that frame (``teacher.frame_size`` square); map crop points
+    there with ``teacher.points_to_frame``. The teacher runs in eval mode.
+    """
+    check_image(images, "images")
+    was_training = teacher.training
+    teacher.eval()
+    try:
+        coeffs = teacher.regressor(teacher.to_regressor_frame(images * 2 - 1))
+        return teacher.face_model(coeffs, teacher.frame_size).landmarks_2d
+    finally:
+        teacher.train(was_training)
+
+
+def teacher_nme(teacher: nn.Module, images: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+    """Per image ``(B,)``: NME of the teacher's landmarks on ``images`` against ground-truth
+    ``landmarks`` given in pixels of the ``images`` crop (compared in the teacher's frame)."""
+    check_landmarks(landmarks, "landmarks")
+    if landmarks.shape[0] != images.shape[0] or landmarks.shape[2] != 2:
+        raise ValueError(f"landmarks must have shape ({images.shape[0]}, {NUM_LANDMARKS}, 2) for "
+                         f"{images.shape[0]} images, got {tuple(landmarks.shape)}")
+    target = teacher.points_to_frame(landmarks, images.shape[-1])
+    return landmark_nme(teacher_landmarks(teacher, images), target)
+
+
+@torch.no_grad()
+def vertex_error(face_model: FaceModel, predicted: torch.Tensor, target: torch.Tensor,
+                 posed: bool = False) -> torch.Tensor:
+    """Per image ``(B,)``: mean Euclidean distance between corresponding vertices.
+
+    Unposed (default): the shapes from identity and expression, in model space, so pose and
+    camera errors do not count. ``posed=True``: the vertices after rotation and translation.
+    Units are the face model's.
+    """
+    predicted = coefficients.check_coefficients(predicted, "predicted coefficients")
+    target = coefficients.check_coefficients(target, "target coefficients")
+    if predicted.shape != target.shape:
+        raise ValueError(f"predicted {tuple(predicted.shape)} and target {tuple(target.shape)} "
+                         f"coefficients differ in shape")
+    if posed:
+        mesh, reference = face_model(predicted).vertices, face_model(target).vertices
+    else:
+        mesh, reference = (face_model.compute_shape(p.id, p.exp)
+                           for p in map(coefficients.split, (predicted, target)))
+    return (mesh - reference).norm(dim=-1).mean(dim=-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# The suite
+# ----------------------------------------------------------------------------------------------
+
+
+class MetricSuite(nn.Module):
+    """Accumulates every metric over batches; :meth:`compute` gives one result per metric.
+
+    ``lpips`` / ``fid``: measure them (when their weights are local; otherwise the result
+    carries the reason). ``teacher``: a frozen :class:`~sgpn.shape_prior.ShapePrior` for the
+    landmark NME on the output. ``face_model``: enables the vertex errors of predicted against
+    ground-truth coefficients. Metrics that were asked for but got no data in any batch report
+    why. Move the suite to a device with ``.to(device)``.
+    """
+
+    def __init__(self, lpips: bool = True, fid: bool = True, lpips_net: str = "alex",
+                 lpips_weights: str | os.PathLike | None = None,
+                 fid_weights: str | os.PathLike | None = None, fid_features: int = 2048,
+                 teacher: nn.Module | None = None, face_model: FaceModel | None = None):
+        super().__init__()
+        self.psnr = PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3))
+        self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
+        self.unavailable: dict[str, str] = {}
+        self.lpips = self.fid = None
+        if lpips:
+            self.lpips = self._build("lpips", build_lpips, lpips_net, lpips_weights)
+        if fid:
+            self.fid = self._build("fid", build_fid, fid_weights, fid_features)
+        self.teacher = teacher
+        self.face_model = face_model
+        self.reset()
+
+    def _build(self, name: str, builder, *args) -> nn.Module | None:
+        try:
+            return builder(*args)
+        except WeightsUnavailable as missing:
+            self.unavailable[name] = str(missing)
+            return None
+
+    def reset(self) -> None:
+        """Forget every batch seen so far."""
+        for metric in (self.psnr, self.ssim, self.lpips, self.fid):
+            if metric is not None:
+                metric.reset()
+        self.num_images = 0
+        self.per_image: dict[str, list[torch.Tensor]] = {"nme": [], "vertex_error": [], "vertex_error_posed": []}
+
+    @torch.no_grad()
+    def update(self, output: torch.Tensor, target: torch.Tensor, landmarks: torch.Tensor | None = None,
+               coeffs: torch.Tensor | None = None, target_coeffs: torch.Tensor | None = None) -> None:
+        """Add a batch: ``output`` and ``target`` ``(B, 3, H, W)`` in [0, 1]; optionally the
+        ground-truth ``landmarks`` ``(B, 68, 2)`` in pixels of the crop (for the NME), and the
+        predicted ``coeffs`` and ground-truth ``target_coeffs`` ``(B, 257)`` (vertex errors).
+        A bad batch raises before anything is accumulated."""
+        check_image_pair(output, target)
+        batch = output.shape[0]
+        if (coeffs is None) != (target_coeffs is None):
+            raise ValueError("vertex errors need both coeffs and target_coeffs, got only one")
+        for name, value in (("landmarks", landmarks), ("coeffs", coeffs), ("target_coeffs", target_coeffs)):
+            if value is not None and (not isinstance(value, torch.Tensor) or value.shape[0] != batch):
+                raise ValueError(f"{name} must be a tensor with one row per image ({batch}), got "
+                                 f"{tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}")
+        nme = teacher_nme(self.teacher, output, landmarks) if self.teacher is not None and landmarks is not None else None
+        errors = {}
+        if self.face_model is not None and coeffs is not None:
+            errors = {name: vertex_error(self.face_model, coeffs, target_coeffs, posed=posed)
+                      for name, posed in (("vertex_error", False), ("vertex_error_posed", True))}
+        self.psnr.update(output, target)
+        self.ssim.update(output, target)
+        if self.lpips is not None:
+            self.lpips.update(output, target)
+        if self.fid is not None:
+            self.fid.update(target, real=True)
+            self.fid.update(output, real=False)
+        if nme is not None:
+            self.per_image["nme"].append(nme.cpu())
+        for name, value in errors.items():
+            self.per_image[name].append(value.cpu())
+        self.num_images += batch
+
+    def compute(self) -> dict[str, MetricResult]:
+        """Results in table order: psnr, ssim, lpips, fid, nme, vertex_error, vertex_error_posed
+        (only those this suite measures)."""
+        if self.num_images == 0:
+            raise ValueError("no images were given to the metric suite; call update() first")
+        results = {name: MetricResult(None, reason) for name, reason in self.unavailable.items()}
+        results["psnr"] = MetricResult(self.psnr.compute().item())
+        results["ssim"] = MetricResult(self.ssim.compute().item())
+        if self.lpips is not None:
+            results["lpips"] = MetricResult(self.lpips.compute().item())
+        if self.fid is not None:
+            results["fid"] = (MetricResult(self.fid.compute().item()) if self.num_images >= 2 else
+                              MetricResult(None, f"unavailable (FID needs at least 2 images, got {self.num_images})"))
+        needs = {"nme": (self.teacher, "ground-truth landmarks"),
+                 "vertex_error": (self.face_model, "coefficients"),
+                 "vertex_error_posed": (self.face_model, "coefficients")}
+        for name, (enabled, data) in needs.items():
+            if enabled is not None:
+                values = self.per_image[name]
+                results[name] = (MetricResult(torch.cat(values).mean().item()) if values else
+                                 MetricResult(None, f"unavailable (no {data} were given)"))
+        order = ("psnr", "ssim", "lpips", "fid", "nme", "vertex_error", "vertex_error_posed")
+        return {name: results[name] for name in order if name in results}
