@@ -59,10 +59,12 @@ class SyntheticFaces(Dataset):
     of the rendered face), ``face_mask`` ``(1, S, S)`` (render coverage) and ``index``.
 
     ``face_model`` defaults to :func:`sgpn.face_model.load_face_model` and must live on the CPU.
+    ``cache`` keeps every item drawn, compactly (8-bit image, boolean masks), and returns copies
+    of it later: identical values, without paying for the render again.
     """
 
     def __init__(self, size: int = 64, length: int = 1000, seed: int = 0,
-                 face_model: FaceModel | None = None, occluder_prob: float = 0.5):
+                 face_model: FaceModel | None = None, occluder_prob: float = 0.5, cache: bool = False):
         if int(size) != size or size < 16:
             raise ValueError(f"size must be an integer of at least 16 pixels, got {size!r}")
         if int(length) != length or length < 0:
@@ -76,6 +78,7 @@ class SyntheticFaces(Dataset):
             raise ValueError("SyntheticFaces draws on the CPU: pass a face model on the CPU")
         self.renderer = Renderer(self.size, backend="fast")
         self.surface = SurfaceMap(self.face_model)
+        self.cache: dict[int, dict] | None = {} if cache else None
 
     def __len__(self) -> int:
         return self.length
@@ -88,6 +91,15 @@ class SyntheticFaces(Dataset):
         if not -self.length <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} synthetic faces")
         index = index % self.length
+        if self.cache is not None and index in self.cache:
+            return _unpack(self.cache[index])
+        item = self.draw(index)
+        if self.cache is not None:
+            self.cache[index] = _pack(item)
+        return item
+
+    def draw(self, index: int) -> dict:
+        """Draw item ``index`` from scratch."""
         generator = torch.Generator().manual_seed(derive_seed(self.seed, index))
         coeffs = self._coefficients(generator)
         with torch.no_grad():
@@ -103,6 +115,23 @@ class SyntheticFaces(Dataset):
         low, high = torch.tensor(TRANSLATION_RANGE).T
         coeffs[0, coefficients.SLICES["trans"]] = low + (high - low) * torch.rand(3, generator=generator)
         return coeffs
+
+
+def _pack(item: dict) -> dict:
+    """An item in compact, exact form: 8-bit image (it is quantised) and boolean masks."""
+    packed = dict(item)
+    packed["hq"] = (item["hq"] * 255).round().to(torch.uint8)
+    for key in ("occluder_mask", "face_mask"):
+        packed[key] = item[key] > 0.5
+    return packed
+
+
+def _unpack(packed: dict) -> dict:
+    item = {key: value.clone() if isinstance(value, Tensor) else value for key, value in packed.items()}
+    item["hq"] = packed["hq"].float() / 255
+    for key in ("occluder_mask", "face_mask"):
+        item[key] = packed[key].float()
+    return item
 
 
 class SurfaceMap:
@@ -385,7 +414,11 @@ class _Painter:
         a, b = f.a, f.b
         kind = d.choice(("cap", "beanie", "brimmed"))
         brows = float(f.points[17:27, 1].mean())
-        edge = brows - d.uniform(0.25, 0.7) + d.uniform(0.05, 0.15) * a**2  # the crown's lower edge
+        middle = (self.mask[0] > 0) & (a.abs() < 0.6)
+        face_top = float(b[middle].min()) if middle.any() else brows - 0.7
+        # the crown's lower edge: between the brows and the top of the face, lower at the sides
+        lowest = max(brows - d.uniform(0.2, 0.7), face_top + 0.15)
+        edge = lowest + d.uniform(0.05, 0.15) * a**2
         crown = torch.maximum(b - edge, sd_ellipse(a, b, (0.0, brows - 1.0), (1.6, 2.2)))
         colour = d.colour(value=(0.1, 0.85))
         shade = (0.6 + 0.4 * (1 - (a / 1.8) ** 2).clamp(0, 1).sqrt()) * (0.85 + 0.15 * d.noise(S, 5)[0])
