@@ -390,7 +390,8 @@ def describe(params: dict) -> str:
     if "scale" in params:
         parts.append(f"SR ×{params['scale']} ({params['low_size'][0]}×{params['low_size'][1]} px)")
     if "coverage" in params:
-        parts.append(f"{params['strokes']} strokes, {params['boxes']} boxes, "
+        strokes, boxes = params["strokes"], params["boxes"]
+        parts.append(f"{strokes} stroke{'s' * (strokes != 1)}, {boxes} box{'es' * (boxes != 1)}, "
                      f"{100 * params['coverage']:.0f}% missing")
     return " · ".join(parts) or "no degradation"
 

@@ -193,6 +193,7 @@ def test_inpainting_masks():
     assert 0.005 < min(coverage) and max(coverage) < 0.6 and 0.05 < np.mean(coverage) < 0.35
     boxes_only = InpaintingMask(strokes=(0, 0), boxes=(1, 1), box_size=(0.5, 0.5))(hq, generator=0)
     assert boxes_only.params[0]["coverage"] == pytest.approx(0.25)
+    assert describe(boxes_only.params[0]) == "0 strokes, 1 box, 25% missing"
 
 
 def test_bad_input_is_named():
