@@ -45,6 +45,12 @@ LPIPS_BACKBONES = {"alex": ("AlexNet", "AlexNet_Weights"), "vgg": ("VGG-16", "VG
 #: iBUG-68 indices of the outer eye corners, whose distance normalises the NME.
 OUTER_EYE_CORNERS = (36, 45)
 NUM_LANDMARKS = 68
+#: The order of :meth:`MetricSuite.compute`'s results (a table's columns).
+TABLE_ORDER = ("psnr", "ssim", "lpips", "fid", "nme", "vertex_error", "vertex_error_posed")
+#: Per-image geometric metrics -> (the suite attribute they need, the batch data they need).
+GEOMETRY_NEEDS = {"nme": ("teacher", "ground-truth landmarks"),
+                  "vertex_error": ("face_model", "coefficients"),
+                  "vertex_error_posed": ("face_model", "coefficients")}
 
 
 class WeightsUnavailable(FileNotFoundError):
@@ -156,16 +162,17 @@ def find_weights(filename: str, description: str, env: str, path: str | os.PathL
     """
     from sgpn.weights import read_state_dict
 
-    source = f"{env}={os.environ[env]}" if path is None and os.environ.get(env) else None
-    chosen = Path(path) if path is not None else Path(os.environ[env]) if source else None
-    if chosen is not None and not chosen.is_file():
-        raise FileNotFoundError(f"{description} weights not found at {chosen}"
-                                + (f" (from {source})" if source else ""))
-    if chosen is None:
-        chosen = hub_checkpoint(filename)
+    if path is not None:
+        chosen, origin = Path(path), ""
+    elif os.environ.get(env):
+        chosen, origin = Path(os.environ[env]), f" (from {env})"
+    else:
+        chosen, origin = hub_checkpoint(filename), None
         if not chosen.is_file():
             raise WeightsUnavailable(f"unavailable (no local weights: put {description} weights "
-                                     f"{filename} at {chosen}, or point {env} at the file)")
+                                     f"at {chosen}, or point {env} at such a file)")
+    if not chosen.is_file():
+        raise FileNotFoundError(f"{description} weights not found at {chosen}{origin}")
     state = read_state_dict(chosen)
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
@@ -358,7 +365,7 @@ class MetricSuite(nn.Module):
             if metric is not None:
                 metric.reset()
         self.num_images = 0
-        self.per_image: dict[str, list[torch.Tensor]] = {"nme": [], "vertex_error": [], "vertex_error_posed": []}
+        self.per_image: dict[str, list[torch.Tensor]] = {name: [] for name in GEOMETRY_NEEDS}
 
     @torch.no_grad()
     def update(self, output: torch.Tensor, target: torch.Tensor, landmarks: torch.Tensor | None = None,
@@ -372,14 +379,14 @@ class MetricSuite(nn.Module):
         if (coeffs is None) != (target_coeffs is None):
             raise ValueError("vertex errors need both coeffs and target_coeffs, got only one")
         for name, value in (("landmarks", landmarks), ("coeffs", coeffs), ("target_coeffs", target_coeffs)):
-            if value is not None and (not isinstance(value, torch.Tensor) or value.shape[0] != batch):
-                raise ValueError(f"{name} must be a tensor with one row per image ({batch}), got "
-                                 f"{tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}")
-        nme = teacher_nme(self.teacher, output, landmarks) if self.teacher is not None and landmarks is not None else None
-        errors = {}
+            if isinstance(value, torch.Tensor) and value.shape[0] != batch:
+                raise ValueError(f"{name} must have one row per image ({batch}), got {tuple(value.shape)}")
+        found = {}
+        if self.teacher is not None and landmarks is not None:
+            found["nme"] = teacher_nme(self.teacher, output, landmarks)
         if self.face_model is not None and coeffs is not None:
-            errors = {name: vertex_error(self.face_model, coeffs, target_coeffs, posed=posed)
-                      for name, posed in (("vertex_error", False), ("vertex_error_posed", True))}
+            for name, posed in (("vertex_error", False), ("vertex_error_posed", True)):
+                found[name] = vertex_error(self.face_model, coeffs, target_coeffs, posed=posed)
         self.psnr.update(output, target)
         self.ssim.update(output, target)
         if self.lpips is not None:
@@ -387,15 +394,12 @@ class MetricSuite(nn.Module):
         if self.fid is not None:
             self.fid.update(target, real=True)
             self.fid.update(output, real=False)
-        if nme is not None:
-            self.per_image["nme"].append(nme.cpu())
-        for name, value in errors.items():
-            self.per_image[name].append(value.cpu())
+        for name, values in found.items():
+            self.per_image[name].append(values.cpu())
         self.num_images += batch
 
     def compute(self) -> dict[str, MetricResult]:
-        """Results in table order: psnr, ssim, lpips, fid, nme, vertex_error, vertex_error_posed
-        (only those this suite measures)."""
+        """One result per metric this suite measures, in :data:`TABLE_ORDER`."""
         if self.num_images == 0:
             raise ValueError("no images were given to the metric suite; call update() first")
         results = {name: MetricResult(None, reason) for name, reason in self.unavailable.items()}
@@ -405,14 +409,11 @@ class MetricSuite(nn.Module):
             results["lpips"] = MetricResult(self.lpips.compute().item())
         if self.fid is not None:
             results["fid"] = (MetricResult(self.fid.compute().item()) if self.num_images >= 2 else
-                              MetricResult(None, f"unavailable (FID needs at least 2 images, got {self.num_images})"))
-        needs = {"nme": (self.teacher, "ground-truth landmarks"),
-                 "vertex_error": (self.face_model, "coefficients"),
-                 "vertex_error_posed": (self.face_model, "coefficients")}
-        for name, (enabled, data) in needs.items():
-            if enabled is not None:
+                              MetricResult(None, f"unavailable (FID needs at least 2 images, "
+                                                 f"got {self.num_images})"))
+        for name, (needed, data) in GEOMETRY_NEEDS.items():
+            if getattr(self, needed) is not None:
                 values = self.per_image[name]
                 results[name] = (MetricResult(torch.cat(values).mean().item()) if values else
                                  MetricResult(None, f"unavailable (no {data} were given)"))
-        order = ("psnr", "ssim", "lpips", "fid", "nme", "vertex_error", "vertex_error_posed")
-        return {name: results[name] for name in order if name in results}
+        return {name: results[name] for name in TABLE_ORDER if name in results}

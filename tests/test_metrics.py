@@ -183,25 +183,29 @@ def test_lpips_from_an_explicit_file_leaves_the_hub_alone(tmp_path, offline_hub,
     assert math.isfinite(value) and value > 0
 
 
+def test_lpips_from_an_explicit_file_when_the_hub_dir_is_pinned(tmp_path, monkeypatch):
+    pinned = tmp_path / "pinned_hub"
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(pinned))  # as torch.hub.set_dir leaves it
+    weights = tmp_path / "my_squeezenet.pth"
+    torch.save(squeezenet_state(), weights)
+    assert math.isfinite(metrics.build_lpips("squeeze", weights)(images(size=64), images(size=64)).item())
+    assert torch.hub.get_dir() == str(pinned) and not pinned.exists()
+
+
 def test_fid_from_the_hub_cache(offline_hub, inception_file):
     (offline_hub / "checkpoints").mkdir(parents=True)
     (offline_hub / "checkpoints" / inception_file.name).symlink_to(inception_file)
     suite = MetricSuite(lpips=False, fid_features=64)  # the 64-d layer keeps the test fast
-    suite.update(images(batch=4, size=48), images(batch=4, size=48, seed=1))
-    first = suite.compute()["fid"].value
-    assert math.isfinite(first) and first >= 0
+    same = images(batch=3, size=40)
+    suite.update(same.clone(), same)
+    assert suite.compute()["fid"].value == pytest.approx(0.0, abs=1e-3)
+    suite.reset()
+    suite.update(images(batch=3, size=40, seed=1), same)
+    value = suite.compute()["fid"].value
+    assert math.isfinite(value) and value > 0
     suite.reset()
     suite.update(images(batch=1), images(batch=1, seed=1))
     assert "at least 2 images" in suite.compute()["fid"].reason
-
-
-def test_fid_from_the_environment_variable(offline_hub, inception_file, monkeypatch):
-    monkeypatch.setenv(metrics.FID_ENV, str(inception_file))
-    fid = metrics.build_fid(features=64)
-    same = images(batch=3, size=40)
-    fid.update(same, real=True)
-    fid.update(same, real=False)
-    assert fid.compute().item() == pytest.approx(0.0, abs=1e-3)
 
 
 # -- landmark NME ------------------------------------------------------------------------------
@@ -291,11 +295,12 @@ def test_vertex_error_known_values(face_model):
     target = torch.zeros(1, coefficients.NUM_COEFFS)
     moved = coefficients.merge(trans=torch.tensor([[0.3, 0.4, 0.0]]))
     assert metrics.vertex_error(face_model, moved, target).item() == pytest.approx(0.0, abs=1e-6)
-    assert metrics.vertex_error(face_model, moved, target, posed=True).item() == pytest.approx(0.5, abs=1e-5)
+    posed_error = metrics.vertex_error(face_model, moved, target, posed=True)
+    assert posed_error.item() == pytest.approx(0.5, abs=1e-5)
     reshaped = coefficients.merge(id=torch.randn(1, 80))
     offsets = (reshaped[:, :80] @ face_model.id_basis.T).reshape(-1, 3)
-    expected = offsets.norm(dim=-1).mean()
-    assert metrics.vertex_error(face_model, reshaped, target).item() == pytest.approx(expected.item(), rel=1e-5)
+    expected = offsets.norm(dim=-1).mean().item()
+    assert metrics.vertex_error(face_model, reshaped, target).item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_vertex_error_rejects_bad_coefficients(face_model):
