@@ -15,6 +15,8 @@
 * Vertex error: the mean Euclidean distance between corresponding vertices of two meshes given
   by coefficients, unposed (identity + expression only) or posed, in the face model's units.
 
+NME and vertex error are written here because no metrics library knows the 3DMM or the teacher.
+
 :class:`MetricSuite` accumulates all of them over batches and returns one
 :class:`MetricResult` per metric, ready for a table row.
 """
@@ -167,7 +169,7 @@ def find_weights(filename: str, description: str, env: str, path: str | os.PathL
     elif os.environ.get(env):
         chosen, origin = Path(os.environ[env]), f" (from {env})"
     else:
-        chosen, origin = hub_checkpoint(filename), None
+        chosen, origin = hub_checkpoint(filename), ""
         if not chosen.is_file():
             raise WeightsUnavailable(f"unavailable (no local weights: put {description} weights "
                                      f"at {chosen}, or point {env} at such a file)")
@@ -190,11 +192,12 @@ def _hub_cache_holding(file: Path, filename: str) -> Iterator[None]:
         (hub / "checkpoints").mkdir(parents=True)
         (hub / "checkpoints" / filename).symlink_to(file.resolve())
         previous_dir, previous_home = torch.hub.get_dir(), os.environ.get("TORCH_HOME")
-        os.environ["TORCH_HOME"] = home
-        pinned = Path(torch.hub.get_dir()) != hub  # someone called torch.hub.set_dir
-        if pinned:
-            torch.hub.set_dir(str(hub))
+        pinned = False
         try:
+            os.environ["TORCH_HOME"] = home
+            pinned = Path(torch.hub.get_dir()) != hub  # someone called torch.hub.set_dir
+            if pinned:
+                torch.hub.set_dir(str(hub))
             yield
         finally:
             if previous_home is None:
