@@ -95,7 +95,8 @@ def load_image(path: str | os.PathLike, size: int) -> torch.Tensor:
     with Image.open(path) as image:
         image = ImageOps.exif_transpose(image)
         if image.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grayscale: PIL's RGB clips
-            image = Image.fromarray((np.asarray(image, dtype=np.float64) / 257.0).round().clip(0, 255).astype(np.uint8))
+            levels = (np.asarray(image, dtype=np.float64) / 257.0).round().clip(0, 255)
+            image = Image.fromarray(levels.astype(np.uint8))
         image = image.convert("RGB")
         side = min(image.size)
         left, top = (image.width - side) // 2, (image.height - side) // 2

@@ -153,21 +153,19 @@ class SurfaceMap:
         unit = (right - left).norm()
         uv = (shape - (left + right) / 2) / unit * torch.tensor([1.0, -1.0])
         marks_uv = uv[model.landmark_index]
-        eye = _inside(uv, marks_uv[36:42]) | _inside(uv, marks_uv[42:48])
-        attributes = torch.cat([uv, model.skin_mask.float()[:, None], eye.float()[:, None]], 1)
+        eyes = [_inside(uv, marks_uv[36:42]), _inside(uv, marks_uv[42:48])]
+        attributes = torch.cat([uv, model.skin_mask.float()[:, None], (eyes[0] | eyes[1]).float()[:, None]], 1)
         self.face_attributes = attributes[model.faces]  # (F, 3, D)
-        self.landmarks = marks_uv
         # Irises: the dark albedo inside each eye outline (centre, and the radius of a disk
         # with the same second moment).
         luminance = model.mean_tex.view(-1, 3) @ torch.tensor([0.299, 0.587, 0.114])
-        self.irises = []
-        for outline in (marks_uv[36:42], marks_uv[42:48]):
-            inside = _inside(uv, outline)
+        centres, radii = [], []
+        for inside in eyes:
             lum = luminance[inside]
             dark = uv[inside][lum < 0.5 * (lum.quantile(0.1) + lum.quantile(0.9))]
-            centre = dark.mean(0)
-            radius = float((2 * ((dark - centre) ** 2).sum(1).mean()).sqrt())
-            self.irises.append((centre, radius))
+            centres.append(dark.mean(0))
+            radii.append((2 * ((dark - centres[-1]) ** 2).sum(1).mean()).sqrt())
+        self.iris_centres, self.iris_radii = torch.stack(centres), torch.stack(radii)  # (2, 2), (2,)
 
     def at_pixels(self, fragments) -> dict[str, Tensor]:
         """The attributes at every pixel of a single render, each ``(S, S)`` (0 off the face)."""
@@ -180,12 +178,15 @@ class SurfaceMap:
 
 def _inside(points: Tensor, polygon: Tensor) -> Tensor:
     """Even-odd test of points ``(N, 2)`` against a closed polygon ``(K, 2)``."""
-    x, y = points[:, 0:1], points[:, 1:2]
+    near = ((points >= polygon.amin(0)) & (points <= polygon.amax(0))).all(1).nonzero()[:, 0]
+    result = torch.zeros(len(points), dtype=torch.bool)
+    x, y = points[near, 0:1], points[near, 1:2]
     x0, y0 = polygon[:, 0], polygon[:, 1]
     x1, y1 = polygon.roll(-1, 0)[:, 0], polygon.roll(-1, 0)[:, 1]
     crosses = (y0 > y) != (y1 > y)
     x_cross = x0 + (y - y0) * (x1 - x0) / (y1 - y0 + 1e-12)
-    return ((crosses & (x < x_cross)).sum(1) % 2) == 1
+    result[near] = ((crosses & (x < x_cross)).sum(1) % 2) == 1
+    return result
 
 
 class _Painter:
@@ -222,8 +223,8 @@ class _Painter:
         if d.chance(self.dataset.occluder_prob):
             kinds = [d.choice(OCCLUDERS)]
             if d.chance(0.25):
-                others = [k for k in OCCLUDERS if k not in kinds and not {k, kinds[0]} <= {"sunglasses", "eyeglasses"}]
-                kinds.append(d.choice(others))
+                glasses = {"sunglasses", "eyeglasses"}
+                kinds.append(d.choice([k for k in OCCLUDERS if k != kinds[0] and not {k, kinds[0]} <= glasses]))
             for kind in sorted(kinds, key=OCCLUDERS.index):  # glasses under hats and hands
                 image, alpha = getattr(self, f"_{kind}")(image)
                 occluded = torch.maximum(occluded, alpha)
@@ -250,9 +251,9 @@ class _Painter:
         if d.chance(0.3):  # freckles over the nose and cheeks
             zone = torch.exp(-(u / d.uniform(0.7, 1.1)) ** 2 - ((v - 0.6) / 0.4) ** 2) * skin
             spots = d.noise(S, S / max(0.035 * self.frame.unit, 1.0))[0]
-            threshold = d.uniform(0.68, 0.8)
-            freckles = smoothstep(threshold, threshold + 0.08, spots) * zone
-            face = face * (1 - d.uniform(0.25, 0.5) * freckles * torch.tensor([0.55, 0.7, 0.85])[:, None, None])
+            threshold = d.uniform(0.72, 0.82)
+            freckles = smoothstep(threshold, threshold + 0.06, spots) * zone
+            face = face * (1 - d.uniform(0.15, 0.35) * freckles * torch.tensor([0.5, 0.7, 0.9])[:, None, None])
         if d.chance(0.25):  # stubble on the lower face
             beard = (smoothstep(0.0, 0.2, v - 0.75 - 0.4 * u.abs() ** 1.5)
                      * smoothstep(1.45, 1.2, u.abs()) * skin)
@@ -268,20 +269,14 @@ class _Painter:
         eye = (s["eye"] * self.mask[0]).clamp(0, 1)
         if not eye.any():
             return face
-        rho, phi, centres_d, radius = None, None, None, None
-        for centre, r in self.dataset.surface.irises:  # pixels belong to the nearer iris
-            du, dv = s["u"] - centre[0], s["v"] - centre[1]
-            dist = torch.hypot(du, dv) / r
-            if rho is None:
-                rho, phi = dist, torch.atan2(dv, du)
-                centres_d = (du, dv)
-                radius = torch.full_like(dist, r)
-            else:
-                nearer = dist < rho
-                rho = torch.where(nearer, dist, rho)
-                phi = torch.where(nearer, torch.atan2(dv, du), phi)
-                centres_d = tuple(torch.where(nearer, new, old) for new, old in zip((du, dv), centres_d))
-                radius = torch.where(nearer, torch.full_like(dist, r), radius)
+        centres, radii = self.dataset.surface.iris_centres, self.dataset.surface.iris_radii
+        du = s["u"][None] - centres[:, 0, None, None]  # (2, S, S): offsets from both irises
+        dv = s["v"][None] - centres[:, 1, None, None]
+        distances = torch.hypot(du, dv) / radii[:, None, None]
+        nearer = distances.argmin(0, keepdim=True)  # each pixel belongs to the nearer iris
+        du, dv, rho = (t.gather(0, nearer)[0] for t in (du, dv, distances))
+        radius = radii[nearer[0]]
+        phi = torch.atan2(dv, du)
         iris = smoothstep(1.08, 0.95, rho) * eye
         fibres = noise_1d(phi / (2 * math.pi), 41, d.generator) - 0.5
         face = face * (1 + iris * d.uniform(0.3, 0.6) * fibres)
@@ -289,7 +284,6 @@ class _Painter:
         pupil = smoothstep(0.46, 0.36, rho) * eye
         face = face + pupil * (0.02 - face)
         # catchlight: a small bright spot up and to the side of the pupil
-        du, dv = centres_d
         offset = d.uniform(-0.45, 0.45)
         spot = torch.hypot(du / radius - offset, dv / radius + 0.35) * radius * self.frame.unit
         spot_radius = max(0.22 * float(radius.max()) * self.frame.unit, 0.7)
@@ -319,7 +313,7 @@ class _Painter:
         chin = f.points[8]
         width = d.uniform(0.55, 0.75)
         neck = f.coverage(sd_box(f.a, f.b, (float(chin[0]), float(chin[1]) + 1.0), (width, 1.6), rounding=0.2))
-        shade = 0.45 + 0.35 * smoothstep(chin[1] - 0.2, chin[1] + 0.8, f.b)[None]
+        shade = 0.6 + 0.3 * smoothstep(chin[1] - 0.2, chin[1] + 0.8, f.b)[None]
         image = over(image, self.skin_colour[:, None, None] * shade, neck)
         collar = float(chin[1]) + d.uniform(0.5, 0.9) - 0.4 * smoothstep(0.6, 2.0, (f.a - chin[0]).abs())
         clothes = f.coverage(collar - f.b)
@@ -353,15 +347,16 @@ class _Painter:
             front_region = torch.minimum(front_region, side - a.abs())
         front_region = torch.maximum(silhouette, front_region)  # within the silhouette only
         # strands radiate from the parting; clumps, a sheen band and darker roots
-        theta = torch.atan2(b - (crown[1] - 0.9), a - parting) / (2 * math.pi)
         radius = torch.hypot(a - parting, b - (crown[1] - 0.9))
+        theta = (torch.atan2(b - (crown[1] - 0.9), a - parting) + d.uniform(-0.15, 0.15) * radius) / (2 * math.pi)
         strands = (0.6 * noise_1d(theta, max(int(S * 1.5), 64), d.generator)
                    + 0.4 * noise_1d(theta, max(int(S / 3), 16), d.generator))
         clumps = d.noise(S, d.uniform(3, 8))[0]
         sheen = torch.exp(-((radius - d.uniform(0.8, 1.4)) / 0.2) ** 2) * noise_1d(theta, 24, d.generator)
         depth = smoothstep(0.0, 0.3, -silhouette)  # darker where the hair thins out at its edge
         shade = (0.45 + 0.45 * strands) * (0.75 + 0.25 * clumps) * (0.7 + 0.3 * depth)
-        colour = self.hair_colour[:, None, None] * shade[None] + 0.25 * sheen[None] * (0.3 + self.hair_colour[:, None, None])
+        hair = self.hair_colour[:, None, None]
+        colour = hair * shade[None] + 0.25 * sheen[None] * (0.3 + hair)
         back = f.coverage(silhouette)
         front = f.coverage(front_region)
         shadow = 0.35 * torch.exp(-front_region.clamp_min(0) / 0.08)[None] * (front_region > 0)[None] * self.mask
@@ -471,8 +466,9 @@ class _Painter:
         thumb_base = (palm_centre[0] + across[0] * 0.3 * thumb_side * scale,
                       palm_centre[1] + across[1] * 0.3 * thumb_side * scale)
         thumb_dir = angle + thumb_side * d.uniform(0.6, 1.1)
-        parts.append(sd_capsule(a, b, thumb_base, (thumb_base[0] + math.cos(thumb_dir) * 0.45 * scale,
-                                                   thumb_base[1] + math.sin(thumb_dir) * 0.45 * scale), 0.1 * scale))
+        thumb_tip = (thumb_base[0] + math.cos(thumb_dir) * 0.45 * scale,
+                     thumb_base[1] + math.sin(thumb_dir) * 0.45 * scale)
+        parts.append(sd_capsule(a, b, thumb_base, thumb_tip, 0.1 * scale))
         wrist = (palm_centre[0] - forward[0] * 4, palm_centre[1] - forward[1] * 4)
         parts.append(sd_capsule(a, b, palm_centre, wrist, 0.34 * scale))
         shape = torch.stack(parts).amin(0)
