@@ -221,6 +221,11 @@ def test_folder_splits_and_flips(tmp_path):
     for item in flipped:  # the dark half moved to the right
         assert item["hq"][:, :, :8].mean() > item["hq"][:, :, 8:].mean()
     assert not any(data.datasets["val"][i]["flipped"] for i in range(2))
+    inpaint = FaceDataModule(str(tmp_path / "flat"), size=16, batch_size=2, val_length=2, test_length=3,
+                             degradation="inpaint")
+    batch = next(iter(inpaint.val_dataloader()))
+    assert batch["inpaint_mask"].shape == (2, 1, 16, 16) and len(batch["path"]) == 2
+    assert {"hq", "lq", "index", "path", "degradation", "flipped", "epoch"} < set(batch)
 
     for split in ("train", "val", "test"):
         write_folder(tmp_path / "named" / split, 2)

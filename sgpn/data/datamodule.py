@@ -11,7 +11,9 @@ never from a global RNG or from the item's place in a batch, so:
   (:meth:`FaceDataModule.state_dict`) and the sampler starts there.
 
 The sampler hands each worker ``(index, epoch)`` pairs, so the epoch reaches the items through
-the data itself and worker processes (persistent or not) need no shared state.
+the data itself and worker processes (persistent or not) need no shared state. (Lightning's
+warning that a mid-epoch checkpoint's "dataloader is not resumable" does not apply here: the
+data module, not the loader, carries that state.)
 """
 
 from __future__ import annotations
@@ -145,7 +147,7 @@ class FaceDataModule(lightning.LightningDataModule):
         self.occluder_prob, self.cache = occluder_prob, cache
         self.degradation = build_degradation(degradation, **(degradation_kwargs or {}))
         self.datasets: dict[str, DegradedFaces] = {}
-        self._resume = {"epoch": 0, "skip": 0}
+        self._resume: dict | None = None  # where a resumed run starts, from a checkpoint
 
     # -- datasets --------------------------------------------------------------------------
 
@@ -193,10 +195,13 @@ class FaceDataModule(lightning.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
         trainer = self.trainer
+        # Start at the right epoch already: with workers, the first indices are drawn as the
+        # loader's iterator is created, which Lightning does before it calls ``set_epoch``.
+        start = self._resume or {"epoch": trainer.current_epoch if trainer else 0, "skip": 0}
+        self._resume = None
         sampler = EpochSampler(len(self.datasets["train"]), derive_seed(self.seed, "order"),
                                num_replicas=trainer.world_size if trainer else 1,
-                               rank=trainer.global_rank if trainer else 0, **self._resume)
-        self._resume = {"epoch": 0, "skip": 0}
+                               rank=trainer.global_rank if trainer else 0, **start)
         return self._loader("train", sampler=sampler, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
