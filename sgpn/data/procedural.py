@@ -36,9 +36,6 @@ class Draws:
     def uniform(self, low: float = 0.0, high: float = 1.0) -> float:
         return low + (high - low) * torch.rand((), generator=self.generator).item()
 
-    def normal(self, mean: float = 0.0, std: float = 1.0) -> float:
-        return mean + std * torch.randn((), generator=self.generator).item()
-
     def chance(self, probability: float) -> bool:
         return self.uniform() < probability
 
@@ -108,9 +105,9 @@ def sd_ellipse(a: Tensor, b: Tensor, centre, radii, angle: float = 0.0) -> Tenso
     return (torch.sqrt((u / rx) ** 2 + (v / ry) ** 2) - 1.0) * min(rx, ry)
 
 
-def sd_superellipse(a: Tensor, b: Tensor, centre, radii, power: float, angle: float = 0.0) -> Tensor:
+def sd_superellipse(a: Tensor, b: Tensor, centre, radii, power: float) -> Tensor:
     """Approximate signed distance to |x/rx|^p + |y/ry|^p = 1 (p=2 ellipse, large p a rounded box)."""
-    u, v = _local(a, b, centre, angle)
+    u, v = a - centre[0], b - centre[1]
     rx, ry = radii
     level = ((u / rx).abs() ** power + (v / ry).abs() ** power) ** (1.0 / power)
     return (level - 1.0) * min(rx, ry)
@@ -124,9 +121,9 @@ def sd_capsule(a: Tensor, b: Tensor, start, end, radius: float) -> Tensor:
     return torch.hypot(a - ax - t * dx, b - ay - t * dy) - radius
 
 
-def sd_box(a: Tensor, b: Tensor, centre, half_size, angle: float = 0.0, rounding: float = 0.0) -> Tensor:
-    """Signed distance to a rotated box with rounded corners."""
-    u, v = _local(a, b, centre, angle)
+def sd_box(a: Tensor, b: Tensor, centre, half_size, rounding: float = 0.0) -> Tensor:
+    """Signed distance to an axis-aligned box with rounded corners."""
+    u, v = a - centre[0], b - centre[1]
     qx = u.abs() - (half_size[0] - rounding)
     qy = v.abs() - (half_size[1] - rounding)
     outside = torch.hypot(qx.clamp_min(0), qy.clamp_min(0))
@@ -161,7 +158,6 @@ class FaceFrame:
         self.unit = float(axis.norm().clamp_min(1e-3))  # pixels per face unit
         self.ex = axis / self.unit
         self.ey = torch.stack([-self.ex[1], self.ex[0]])
-        self.roll = math.atan2(float(self.ex[1]), float(self.ex[0]))
         rows, cols = torch.meshgrid(torch.arange(size, dtype=torch.float32),
                                     torch.arange(size, dtype=torch.float32), indexing="ij")
         self.a, self.b = self.to_frame(torch.stack([cols, rows], -1)).unbind(-1)
