@@ -62,10 +62,11 @@ class ImageGridLogger(L.Callback):
         self.scale = scale
         self.dirname = dirname
         self.written: list[Path] = []
+        self.folder: Path | None = None
 
-    def folder(self, trainer: L.Trainer) -> Path:
-        root = trainer.log_dir or trainer.default_root_dir
-        return Path(root) / self.dirname
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        # every rank asks: under DDP ``trainer.log_dir`` is a broadcast from rank 0
+        self.folder = Path(trainer.log_dir or trainer.default_root_dir) / self.dirname
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         if batch_idx != 0 or dataloader_idx != 0 or not trainer.is_global_zero:
@@ -75,7 +76,7 @@ class ImageGridLogger(L.Callback):
         preview = pl_module.preview(batch, self.num_images)
         step = trainer.global_step
         stem = f"step{step:07d}"
-        folder = self.folder(trainer)
+        folder = self.folder
         folder.mkdir(parents=True, exist_ok=True)
         size = next(iter(preview["rows"].values())).shape[-1] * self.scale
         for kind, rows in (("grid", preview["rows"]), ("masks", preview.get("masks") or {})):

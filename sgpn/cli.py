@@ -15,15 +15,16 @@ import sys
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
-def lightning_cli(args: list[str]):
+def lightning_cli(args: list[str], **kwargs):
     """Lightning's CLI over any LightningModule and LightningDataModule named in the config
-    (``model: class_path: sgpn.training.SGPNModule``), with the Trainer's options."""
+    (``model: class_path: sgpn.training.SGPNModule``), with the Trainer's options.
+    ``kwargs`` go to ``LightningCLI`` (e.g. ``run=False`` to build without running)."""
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.cli import LightningCLI
 
     return LightningCLI(LightningModule, LightningDataModule, subclass_mode_model=True,
                         subclass_mode_data=True, args=args, auto_configure_optimizers=False,
-                        save_config_kwargs={"overwrite": True})
+                        save_config_kwargs={"overwrite": True}, **kwargs)
 
 
 def _bench(args: argparse.Namespace) -> int:

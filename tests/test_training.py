@@ -1,0 +1,284 @@
+"""Training: losses, the Lightning CLI on a 32 px micro configuration, resume, DDP, restore,
+and the kit's committed checkpoints."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sgpn import coefficients
+from sgpn.cli import main
+from sgpn.face_model import load_face_model
+from sgpn.regressor import CoefficientRegressor
+from sgpn.shape_prior import ShapePrior, crop_to_d3dfr_matrix, crop_to_frame_matrix
+from sgpn.training import (
+    MeshLoss,
+    SGPNModule,
+    TeacherModule,
+    check_images,
+    export_checkpoint,
+    landmarks_3d,
+    load_sgpn,
+    resolve_perceptual,
+    vertex_error,
+    vgg16_weights_file,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = Path(__file__).resolve().parent / "configs"
+KIT = ROOT / "kit_checkpoints"
+
+
+@pytest.fixture(scope="module")
+def face_model():
+    return load_face_model()
+
+
+# -- losses and geometry ------------------------------------------------------------------------
+
+
+def test_landmarks_3d_match_the_full_face_model(face_model):
+    coeffs = face_model.random_coefficients(3, generator=torch.Generator().manual_seed(0))
+    coeffs[:, coefficients.SLICES["trans"]] = torch.tensor([0.1, -0.05, 0.3])
+    torch.testing.assert_close(landmarks_3d(face_model, coeffs), face_model(coeffs).landmarks_3d,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_mesh_loss_is_the_mean_over_all_vertices(face_model):
+    generator = torch.Generator().manual_seed(1)
+    a, b = (face_model.random_coefficients(2, generator=generator) for _ in range(2))
+    shape, colour = MeshLoss(face_model).parts(a, b)
+    fa, fb = face_model(a), face_model(b)
+    torch.testing.assert_close(shape, (fa.shape - fb.shape).pow(2).sum(-1).mean(), rtol=1e-3, atol=1e-7)
+    torch.testing.assert_close(colour, (fa.albedo - fb.albedo).pow(2).sum(-1).mean(), rtol=1e-3, atol=1e-7)
+    assert shape > 0 and colour > 0
+    assert MeshLoss(face_model)(a, a) == 0
+    assert torch.all(vertex_error(face_model, a, b) > 0) and torch.all(vertex_error(face_model, a, a) == 0)
+
+
+def test_small_regressor_and_its_frame():
+    regressor = CoefficientRegressor(backbone="shufflenet_v2_x0_5", input_size=64).eval()
+    with torch.no_grad():
+        assert torch.equal(regressor(torch.rand(2, 3, 64, 64)), torch.zeros(2, 257))
+    with pytest.raises(ValueError, match="64 x 64"):
+        regressor(torch.rand(1, 3, 224, 224))
+    with pytest.raises(ValueError, match="unknown regressor backbone 'vgg'"):
+        CoefficientRegressor(backbone="vgg")
+    # D3DFR's frame drawn at 112 is the 224 frame scaled (pixel centres at integers)
+    full, half = crop_to_d3dfr_matrix(512), crop_to_frame_matrix(512, 112)
+    point = torch.tensor([200.0, 300.0])
+    at_224 = full[:, :2] @ point + full[:, 2]
+    torch.testing.assert_close(half[:, :2] @ point + half[:, 2], (at_224 + 0.5) / 2 - 0.5)
+    # a marked pixel lands where points_to_frame says
+    prior = ShapePrior(regressor=CoefficientRegressor("shufflenet_v2_x0_5", 112), alignment="template")
+    image = torch.zeros(1, 1, 128, 128)
+    image[0, 0, 70, 50] = 1
+    warped = prior.warp_to_frame(image)[0, 0]
+    peak = divmod(int(warped.argmax()), warped.shape[-1])
+    expected = prior.points_to_frame(torch.tensor([50.0, 70.0]), 128)
+    assert abs(peak[1] - expected[0]) <= 1 and abs(peak[0] - expected[1]) <= 1
+
+
+def test_bad_inputs_get_clear_errors(tmp_path):
+    good = torch.rand(2, 3, 32, 32)
+    with pytest.raises(KeyError, match="no 'lq' images"):
+        check_images({"hq": good}, "lq")
+    with pytest.raises(ValueError, match="works at 64 px"):
+        check_images({"hq": good}, "hq", 64)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        check_images({"hq": good * 2 - 1}, "hq")
+    with pytest.raises(ValueError, match="NaN"):
+        check_images({"hq": torch.full_like(good, float("nan"))}, "hq")
+    with pytest.raises(ValueError, match="need a frozen teacher"):
+        SGPNModule(generator="tiny", teacher_ckpt=None)
+    with pytest.raises(ValueError, match="perceptual must be one of"):
+        SGPNModule(generator="tiny", mesh_losses=False, perceptual="lpips")
+    if vgg16_weights_file() is None:
+        assert resolve_perceptual("auto") == "feature_matching"
+        with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+            resolve_perceptual("vgg16")
+    with pytest.raises(FileNotFoundError):
+        load_sgpn(tmp_path / "absent.ckpt")
+
+
+# -- the Lightning CLI on the micro configuration -----------------------------------------------
+
+
+def fit(workdir: Path, config: str, *overrides: str) -> None:
+    """``sgpn fit --config tests/configs/CONFIG`` in ``workdir``."""
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        main(["fit", "--config", str(CONFIGS / config), *overrides])
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.fixture(scope="module")
+def micro_teacher(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("teacher")
+    fit(workdir, "micro_teacher.yaml")
+    return workdir / "runs" / "micro_teacher" / "checkpoints" / "last.ckpt"
+
+
+def sgpn_weights(path: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    return {k: v for k, v in state.items() if k.split(".")[0] in ("generator", "discriminator", "shape_prior")}
+
+
+class StopMidEpoch(L.Callback):
+    """Simulates a crash: raises after ``batches`` batches of epoch ``epoch``."""
+
+    def __init__(self, epoch: int, batches: int):
+        self.epoch, self.batches = epoch, batches
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch == self.epoch and batch_idx + 1 == self.batches:
+            raise RuntimeError("simulated crash")
+
+
+@pytest.fixture(scope="module")
+def micro_run(tmp_path_factory, micro_teacher) -> Path:
+    """An uninterrupted micro SGPN run (3 epochs of 3 steps)."""
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    fit(workdir, "micro_sgpn.yaml", "--model.init_args.teacher_ckpt", str(micro_teacher))
+    return workdir
+
+
+def test_teacher_fit_writes_a_loadable_checkpoint(micro_teacher):
+    teacher = TeacherModule.load_from_checkpoint(micro_teacher, weights_only=True)
+    assert teacher.prior.regressor.input_size == 32
+    state = torch.load(micro_teacher, map_location="cpu", weights_only=True)["state_dict"]
+    assert not any(k.startswith("face_model.") for k in state)  # rebuilt, not stored
+
+
+def test_fit_logs_losses_grids_and_a_checkpoint(micro_run):
+    rows = list(csv.DictReader(open(micro_run / "runs" / "micro" / "version_0" / "metrics.csv")))
+    trained = [r for r in rows if r["train/g_total"]]
+    assert len(trained) == 9
+    for key in ("train/l1", "train/adv", "train/feature_matching", "train/3dlm", "train/mesh", "train/d_loss"):
+        assert all(math.isfinite(float(r[key])) for r in trained), key
+    assert any(r["train/r1"] for r in trained)
+    scores = [r for r in rows if r["val/psnr"]]
+    assert len(scores) == 3 and all(float(r["val/psnr_lq"]) > 10 for r in scores)
+    images = sorted((micro_run / "runs" / "micro" / "version_0" / "images").glob("*.png"))
+    assert {p.name.split("_")[1] for p in images} == {"grid.png", "masks.png"}
+    grid = Image.open([p for p in images if p.name.endswith("_grid.png")][-1])
+    assert grid.width > 2 * 32 and grid.height >= 4 * 32  # LQ / I_3d / output / GT rows
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch, micro_teacher, micro_run):
+    """Crash in the middle of the last epoch, resume from last.ckpt (written mid-epoch, every
+    2 optimiser steps = 1 batch): the final weights match the uninterrupted run's."""
+    from sgpn.cli import lightning_cli
+
+    teacher = ["--model.init_args.teacher_ckpt", str(micro_teacher)]
+    monkeypatch.chdir(tmp_path)
+    cli = lightning_cli(["--config", str(CONFIGS / "micro_sgpn.yaml"), *teacher], run=False)
+    cli.trainer.callbacks.insert(0, StopMidEpoch(epoch=2, batches=3))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    checkpoint = tmp_path / "runs" / "micro" / "checkpoints" / "last.ckpt"
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    assert saved["epoch"] == 2 and saved["global_step"] == 16  # 2 of the epoch's 3 batches done
+    at_crash = sgpn_weights(checkpoint)
+
+    main(["fit", "--config", str(CONFIGS / "micro_sgpn.yaml"), *teacher, "--ckpt_path", "last"])
+    resumed = sgpn_weights(checkpoint)
+    uninterrupted = sgpn_weights(micro_run / "runs" / "micro" / "checkpoints" / "last.ckpt")
+    assert resumed.keys() == uninterrupted.keys()
+    assert not torch.equal(at_crash["generator.netG.to_rgb1.bias"], uninterrupted["generator.netG.to_rgb1.bias"])
+    for name, value in uninterrupted.items():
+        torch.testing.assert_close(resumed[name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_ddp_two_cpu_processes(tmp_path, micro_teacher):
+    """A few steps with Lightning's DDP on 2 CPU processes (gloo): finite losses, and one
+    checkpoint, written by rank 0."""
+    command = [sys.executable, "-m", "sgpn.cli", "fit", "--config", str(CONFIGS / "micro_sgpn.yaml"),
+               "--model.init_args.teacher_ckpt", str(micro_teacher), "--trainer.devices", "2",
+               "--trainer.strategy", "ddp_find_unused_parameters_true", "--trainer.max_epochs", "2"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Starting with 2 processes" in done.stderr + done.stdout
+    rows = list(csv.DictReader(open(tmp_path / "runs" / "micro" / "version_0" / "metrics.csv")))
+    trained = [r for r in rows if r["train/g_total"]]
+    assert len(trained) == 2  # 12 faces, 2 ranks x batch 4, 2 epochs: one step per epoch
+    assert all(math.isfinite(float(r[k])) for r in trained for k in ("train/g_total", "train/d_total"))
+    assert [p.name for p in (tmp_path / "runs" / "micro" / "checkpoints").iterdir()] == ["last.ckpt"]
+    assert torch.load(tmp_path / "runs" / "micro" / "checkpoints" / "last.ckpt", map_location="cpu",
+                      weights_only=True)["global_step"] == 4
+
+
+def test_restore_and_export(tmp_path, micro_teacher, micro_run, capsys):
+    checkpoint = micro_run / "runs" / "micro" / "checkpoints" / "last.ckpt"
+    small = export_checkpoint(checkpoint, tmp_path / "small.ckpt")
+    assert small.stat().st_size < checkpoint.stat().st_size
+    full, exported = load_sgpn(checkpoint), load_sgpn(small)
+    for name, value in full.state_dict().items():
+        assert torch.equal(exported.state_dict()[name], value), name
+    with pytest.raises(ValueError, match="holds no generator weights"):
+        load_sgpn(micro_teacher)
+
+    faces = tmp_path / "faces"
+    (faces / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(faces / "a.jpg")
+    Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8)).save(faces / "sub" / "b.png")
+    assert main(["restore", "--ckpt", str(small), str(faces), str(tmp_path / "out")]) == 0
+    assert "2 restored faces" in capsys.readouterr().out
+    outputs = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png"))
+    assert outputs == ["a.png", "sub/b.png"]
+    restored = np.asarray(Image.open(tmp_path / "out" / "a.png"))
+    assert restored.shape == (32, 32, 3) and restored.std() > 0
+    with pytest.raises(NotADirectoryError):
+        main(["restore", "--ckpt", str(small), str(tmp_path / "absent"), str(tmp_path / "out2")])
+
+
+def test_test_subcommand_reports_scores(tmp_path, micro_teacher, micro_run, capsys):
+    checkpoint = micro_run / "runs" / "micro" / "checkpoints" / "last.ckpt"
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        main(["test", "--config", str(CONFIGS / "micro_sgpn.yaml"), "--model.init_args.teacher_ckpt",
+              str(micro_teacher), "--ckpt_path", str(checkpoint)])
+    finally:
+        os.chdir(cwd)
+    out = capsys.readouterr().out
+    assert "test/psnr" in out and "test/ssim_lq" in out
+
+
+# -- the kit's own checkpoints ------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not (KIT / "sgpn_tiny.ckpt").is_file(), reason="kit checkpoints absent (make checkpoints)")
+def test_kit_checkpoints_load_and_restore():
+    from sgpn.data import FaceDataModule
+
+    sizes = {p.name: p.stat().st_size for p in KIT.glob("*.ckpt")}
+    assert set(sizes) == {"teacher_tiny.ckpt", "sgpn_tiny.ckpt"} and sum(sizes.values()) <= 20 * 2**20
+    teacher = TeacherModule.load_from_checkpoint(KIT / "teacher_tiny.ckpt", weights_only=True).eval()
+    module = load_sgpn(KIT / "sgpn_tiny.ckpt")
+    assert module.size == 64
+    data = FaceDataModule(size=64, batch_size=4, train_length=0, val_length=4, test_length=4)
+    data.setup("test")
+    batch = next(iter(data.test_dataloader()))
+    restored = module.restore(batch["lq"])
+    assert restored.output.shape == (4, 3, 64, 64) and torch.isfinite(restored.output).all()
+    error = (restored.output - batch["hq"]).abs().mean()
+    assert error < (batch["lq"] - batch["hq"]).abs().mean()  # it restores
+    with torch.no_grad():
+        coeffs = teacher.predict_coefficients(batch["hq"])
+    assert vertex_error(teacher.face_model, coeffs, batch["coeffs"]).mean() < vertex_error(
+        teacher.face_model, torch.zeros_like(coeffs), batch["coeffs"]).mean()  # better than the mean face
