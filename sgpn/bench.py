@@ -150,29 +150,21 @@ def bench_train(config: str = "configs/tiny.yaml") -> dict:
 
 def evaluate_checkpoint(checkpoint, data: dict) -> dict:
     """PSNR and SSIM of LQ and restored faces on the data module's fixed test set."""
-    from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
-
     from sgpn.data import FaceDataModule
+    from sgpn.metrics import MetricSuite
     from sgpn.training import load_sgpn
 
     module = load_sgpn(checkpoint)
     datamodule = FaceDataModule(**data)
     datamodule.setup("test")
-    psnr = {k: PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3))
-            for k in ("lq", "out")}
-    ssim = {k: StructuralSimilarityIndexMeasure(data_range=1.0) for k in ("lq", "out")}
-    count = 0
+    suites = {key: MetricSuite(lpips=False, fid=False) for key in ("lq", "out")}
     for batch in datamodule.test_dataloader():
-        output = module.restore(batch["lq"]).output
-        for key, image in (("lq", batch["lq"]), ("out", output)):
-            psnr[key].update(image, batch["hq"])
-            ssim[key].update(image, batch["hq"])
-        count += len(output)
-    return {"test_images": count,
-            "psnr_lq": round(psnr["lq"].compute().item(), 2),
-            "psnr_out": round(psnr["out"].compute().item(), 2),
-            "ssim_lq": round(ssim["lq"].compute().item(), 4),
-            "ssim_out": round(ssim["out"].compute().item(), 4)}
+        suites["lq"].update(batch["lq"], batch["hq"])
+        suites["out"].update(module.restore(batch["lq"]).output, batch["hq"])
+    scores = {key: suite.compute() for key, suite in suites.items()}
+    return {"test_images": suites["out"].num_images,
+            **{f"{metric}_{key}": round(scores[key][metric].value, 2 if metric == "psnr" else 4)
+               for metric in ("psnr", "ssim") for key in ("lq", "out")}}
 
 
 BENCHMARKS: dict[str, Callable[[], dict]] = {

@@ -47,6 +47,7 @@ from sgpn import camera, coefficients
 from sgpn.discriminator import Discriminator
 from sgpn.face_model import FaceModel, load_face_model
 from sgpn.generator import SGPNGenerator, get_config
+from sgpn.metrics import teacher_nme, vertex_error
 from sgpn.regressor import CoefficientRegressor
 from sgpn.shape_prior import ShapePrior
 
@@ -128,61 +129,40 @@ def landmarks_3d(face_model: FaceModel, coeffs: torch.Tensor) -> torch.Tensor:
 
 
 class MeshLoss(nn.Module):
-    """Mean squared distance over all vertices between two meshes' shapes, plus the same for
-    their colours (albedo), for meshes given by coefficients.
+    """L_mesh: the mean squared distance over all vertices between two meshes' shapes S, plus
+    the same for their colours C (the lit vertex colours, what I_3d shows).
 
-    Shape and albedo are linear in the coefficients (S = mean + B_id a + B_exp b), so
-    mean_v |S_v - S'_v|^2 = d^T (B^T B / N) d with d the coefficient difference. The Gram
-    matrices are computed once; the loss then costs a 144 x 144 and an 80 x 80 product instead
-    of two 35k-vertex meshes per image, with the same value.
+    The shape is linear in the coefficients (S = mean + B_id a + B_exp b, in model space), so
+    mean_v |S_v - S'_v|^2 = d^T (B^T B / N) d with d the coefficient difference: the Gram
+    matrix is computed once and the term costs a 144 x 144 product per image instead of two
+    meshes, with the same value. The colours depend on pose and lighting, so they are compared
+    vertex by vertex.
     """
 
     def __init__(self, face_model: FaceModel):
         super().__init__()
-        n = face_model.num_vertices
-        shape_basis = torch.cat([face_model.id_basis, face_model.exp_basis], 1).double()
-        tex_basis = face_model.tex_basis.double()
-        self.register_buffer("shape_gram", (shape_basis.T @ shape_basis / n).float(), persistent=False)
-        self.register_buffer("albedo_gram", (tex_basis.T @ tex_basis / n).float(), persistent=False)
+        basis = torch.cat([face_model.id_basis, face_model.exp_basis], 1).double()
+        gram = basis.T @ basis / face_model.num_vertices
+        self.register_buffer("shape_gram", gram.float(), persistent=False)
+
+    def shape(self, coeffs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Batch mean of the per-vertex mean squared distance between the unposed shapes."""
+        delta = torch.cat([(coeffs - target)[:, coefficients.SLICES[k]] for k in ("id", "exp")], 1)
+        return ((delta @ self.shape_gram) * delta).sum(1).mean()
 
     @staticmethod
-    def _quadratic(delta: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
-        return ((delta @ gram) * delta).sum(1).mean()
+    def colour(colors: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Batch mean of the per-vertex mean squared distance between ``(B, N, 3)`` colours."""
+        return (colors - target).pow(2).sum(-1).mean()
 
-    def parts(self, coeffs: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(shape term, colour term), each a batch mean of a per-vertex mean squared distance."""
-        delta = coeffs - target
-        shape_delta = torch.cat([delta[:, coefficients.SLICES["id"]], delta[:, coefficients.SLICES["exp"]]], 1)
-        return (self._quadratic(shape_delta, self.shape_gram),
-                self._quadratic(delta[:, coefficients.SLICES["tex"]], self.albedo_gram))
-
-    def forward(self, coeffs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        shape, colour = self.parts(coeffs, target)
-        return shape + colour
+    def forward(self, coeffs: torch.Tensor, colors: torch.Tensor, target_coeffs: torch.Tensor,
+                target_colors: torch.Tensor) -> torch.Tensor:
+        return self.shape(coeffs, target_coeffs) + self.colour(colors, target_colors)
 
 
 def landmark_loss_3d(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean squared distance between corresponding 3D landmarks."""
     return (predicted - target).pow(2).sum(-1).mean()
-
-
-@torch.no_grad()
-def vertex_error(face_model: FaceModel, coeffs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per image, the mean Euclidean distance between corresponding vertices of the two
-    unposed shapes (model units)."""
-    def shape(c):
-        parts = coefficients.split(c)
-        return face_model.compute_shape(parts.id, parts.exp)
-
-    return (shape(coeffs) - shape(target)).norm(dim=-1).mean(-1)
-
-
-@torch.no_grad()
-def landmark_error(face_model: FaceModel, coeffs: torch.Tensor, target: torch.Tensor,
-                   image_size: int) -> torch.Tensor:
-    """Per image, the mean distance in pixels between the 68 projected landmarks."""
-    project = lambda c: camera.project(landmarks_3d(face_model, c), image_size)  # noqa: E731
-    return (project(coeffs) - project(target)).norm(dim=-1).mean(-1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -436,9 +416,11 @@ class TeacherModule(L.LightningModule):
         if self.teacher is not None:
             with torch.no_grad():
                 target = self.predict_coefficients(hq, self.teacher)
-            terms["mesh"] = hp.mesh_weight * self.mesh_loss(coeffs, target)
-            terms["landmark3d"] = hp.landmark3d_weight * landmark_loss_3d(
-                landmarks_3d(self.face_model, coeffs), landmarks_3d(self.face_model, target))
+                target_face = self.face_model(target, self.frame_size)
+            face = self.face_model(coeffs, self.frame_size)
+            terms["mesh"] = hp.mesh_weight * self.mesh_loss(coeffs, face.colors, target, target_face.colors)
+            terms["landmark3d"] = hp.landmark3d_weight * landmark_loss_3d(face.landmarks_3d,
+                                                                          target_face.landmarks_3d)
         if not terms:
             raise ValueError("no teacher loss is active: every weight is zero or the batch lacks "
                              "the data it needs (coeffs, landmarks)")
@@ -475,13 +457,22 @@ class TeacherModule(L.LightningModule):
         batch_size = len(batch["hq"])
         self.log(f"{split}/loss", terms["total"], batch_size=batch_size, sync_dist=True)
         if "coeffs" in batch:
-            key = "hq" if self.hparams.train_on == "hq" else "lq"
-            coeffs = self.predict_coefficients(batch[key])
-            size = batch["hq"].shape[-1]
-            self.log(f"{split}/vertex_error", vertex_error(self.face_model, coeffs, batch["coeffs"]).mean(),
-                     batch_size=batch_size, sync_dist=True, prog_bar=True)
-            self.log(f"{split}/landmark_error_px", landmark_error(
-                self.face_model, coeffs, batch["coeffs"], size).mean(), batch_size=batch_size, sync_dist=True)
+            errors = self.geometry_errors(batch)
+            for name, values in errors.items():
+                self.log(f"{split}/{name}", values.mean(), batch_size=batch_size, sync_dist=True,
+                         prog_bar=name == "nme")
+
+    @torch.no_grad()
+    def geometry_errors(self, batch: Mapping[str, Any], image: torch.Tensor | None = None) -> dict:
+        """Per image, against the batch's ground truth: the unposed vertex error and the NME of
+        the 68 projected landmarks, for ``image`` (default: the images it trains on)."""
+        if image is None:
+            image = batch["hq" if self.hparams.train_on == "hq" else "lq"]
+        errors = {"vertex_error": vertex_error(self.face_model, self.predict_coefficients(image),
+                                               batch["coeffs"])}
+        if "landmarks" in batch:
+            errors["nme"] = teacher_nme(self.prior, image, batch["landmarks"])
+        return errors
 
     @torch.no_grad()
     def preview(self, batch: Mapping[str, Any], count: int = 4) -> dict[str, dict[str, torch.Tensor]]:
@@ -648,9 +639,11 @@ class SGPNModule(L.LightningModule):
         if hp.mesh_losses:
             with torch.no_grad():
                 target = self.teacher_coefficients(hq)
+                target_face = self.face_model(target, self.shape_prior.frame_size)
             predicted = landmarks_3d(self.face_model, self.teacher_coefficients(output))
-            terms["3dlm"] = hp.lambda_lm * landmark_loss_3d(predicted, landmarks_3d(self.face_model, target))
-            terms["mesh"] = hp.lambda_mesh * self.mesh_loss(prior.coeffs, target)
+            terms["3dlm"] = hp.lambda_lm * landmark_loss_3d(predicted, target_face.landmarks_3d)
+            terms["mesh"] = hp.lambda_mesh * self.mesh_loss(prior.coeffs, prior.face.colors, target,
+                                                            target_face.colors)
         terms["g_total"] = sum(terms.values())
         return terms
 
