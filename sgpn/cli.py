@@ -2,7 +2,7 @@
 
 ``sgpn fit|validate|test|predict ...`` is Lightning's CLI (``sgpn fit --config configs/tiny.yaml``,
 ``sgpn fit --config configs/tiny.yaml --ckpt_path last`` to resume); the other subcommands are
-the kit's own: ``bench``, ``figures``, ``restore`` and ``export``.
+the kit's own: ``bench``, ``figures``, ``evaluate``, ``restore`` and ``export``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _figures(args: argparse.Namespace) -> int:
     from sgpn.figures import make_figures
 
-    for path in make_figures(args.out, args.names or None):
+    for path in make_figures(args.out, args.names or None, num_images=args.num_images):
         print(path)
     return 0
 
@@ -60,8 +60,20 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from sgpn.evaluation import evaluate_command
+
+    written = evaluate_command(args.ckpt, args.tasks, config=args.config, pair=args.pair,
+                               num_images=args.num_images, teacher=args.teacher, lpips=not args.no_lpips,
+                               fid=not args.no_fid, out=args.out, name=args.name, caption=args.caption)
+    print(written[0].read_text())
+    print("written:", ", ".join(map(str, written)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sgpn.bench import BENCHMARKS
+    from sgpn.evaluation import TASKS
 
     parser = argparse.ArgumentParser(prog="sgpn", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -75,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     figures = sub.add_parser("figures", help="regenerate the kit's figures headless")
     figures.add_argument("names", nargs="*", help="figure names (default: all)")
     figures.add_argument("--out", default="figures", help="output folder")
+    figures.add_argument("--num-images", type=int, default=256, help="held-out faces behind the statistics")
     figures.set_defaults(func=_figures)
     restore = sub.add_parser("restore", help="restore a folder of aligned face crops")
     restore.add_argument("--ckpt", required=True, help="SGPN checkpoint written by sgpn fit")
@@ -83,6 +96,23 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--batch-size", type=int, default=4)
     restore.add_argument("--device", default="cpu", help="e.g. cpu, cuda, cuda:1")
     restore.set_defaults(func=_restore)
+    evaluate = sub.add_parser("evaluate", help="score checkpoints and baselines; markdown and CSV tables")
+    evaluate.add_argument("--ckpt", action="append", required=True, metavar="[NAME=]PATH",
+                          help="an SGPN checkpoint (repeat for several rows, e.g. full=... A=...)")
+    source = evaluate.add_mutually_exclusive_group()
+    source.add_argument("--config", help="training config whose synthetic data to use (size, test set)")
+    source.add_argument("--pair", nargs=2, metavar=("LQ_DIR", "HQ_DIR"),
+                        help="a folder of LQ crops and one of their HQ originals (same file names)")
+    evaluate.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS,
+                          help="synthetic tasks (default: all)")
+    evaluate.add_argument("--num-images", type=int, help="held-out images (default: the config's test_length)")
+    evaluate.add_argument("--teacher", help="teacher checkpoint for the NME (default: the first checkpoint's)")
+    evaluate.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
+    evaluate.add_argument("--no-fid", action="store_true", help="skip FID")
+    evaluate.add_argument("--out", default="results", help="output folder")
+    evaluate.add_argument("--name", default="evaluation", help="file name of the tables (.md, .csv)")
+    evaluate.add_argument("--caption", default="", help="text above the markdown table")
+    evaluate.set_defaults(func=_evaluate)
     export = sub.add_parser("export", help="copy a checkpoint without optimiser and loop state")
     export.add_argument("source", help="checkpoint written by sgpn fit")
     export.add_argument("target", help="where to write the small copy")

@@ -1,0 +1,439 @@
+"""Evaluation: the paper's tasks and metrics over restoration methods, as tables.
+
+``sgpn evaluate`` scores kit checkpoints (and the baselines every table needs) on
+
+* the synthetic held-out set: the fixed test split of :class:`~sgpn.data.FaceDataModule`,
+  degraded for each task (blind restoration, SR ×4 / ×8 / ×16, inpainting), with ground-truth
+  landmarks and coefficients; or
+* a folder pair: LQ crops and their HQ originals, matched by relative path (the LQ is already
+  degraded; the task is ``given``). The HQ landmarks are then the teacher's on the HQ crop.
+
+Every method sees the same LQ images. Methods are the LQ input itself, bicubic for SR (the
+networks' SR input), and any number of SGPN checkpoints (full model and variants A/B/C).
+Metrics come from :class:`~sgpn.metrics.MetricSuite`: PSNR, SSIM, LPIPS, FID (or why they
+are unavailable), the landmark NME of one frozen teacher on every output, and the vertex
+error of each checkpoint's shape prior against the ground-truth mesh.
+
+The same module measures the paper's two claims about the shape prior and AFFB:
+:func:`shape_from_lq` (a jointly trained regressor against the HQ-trained teacher on LQ
+inputs, at several degradation strengths) and :func:`affb_statistics` (the AFFB masks on
+occluder pixels against skin pixels).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from sgpn.metrics import TABLE_ORDER, MetricResult, MetricSuite, landmark_nme, teacher_landmarks, vertex_error
+
+#: Tasks of the paper, as degradation names (see :func:`sgpn.degradations.build_degradation`).
+TASKS = ("blind", "sr4", "sr8", "sr16", "inpaint")
+TASK_TITLES = {"blind": "blind restoration", "sr4": "SR ×4", "sr8": "SR ×8", "sr16": "SR ×16",
+               "inpaint": "inpainting", "given": "given LQ"}
+#: Table headings of the metrics (arrows: which way is better).
+METRIC_TITLES = {"psnr": "PSNR ↑", "ssim": "SSIM ↑", "lpips": "LPIPS ↓", "fid": "FID ↓",
+                 "nme": "NME ↓", "vertex_error": "vertex error ↓"}
+#: Blind degradations of increasing strength, for the shape-from-LQ comparison.
+DEGRADATION_LEVELS: dict[str, dict] = {
+    "mild": dict(sigma=(0.1, 3.0), downscale=(0.8, 2.0), noise=(0.0, 5.0), jpeg_quality=(80, 100)),
+    "default": {},
+    "severe": dict(sigma=(5.0, 10.0), downscale=(4.0, 8.0), noise=(10.0, 20.0), jpeg_quality=(60, 80)),
+}
+#: AFFB masks are analysed at these resolutions and above.
+AFFB_MIN_RESOLUTION = 16
+
+#: The kit's checkpoints (``make checkpoints``, ``make ablation``) and the ablation's rows.
+KIT_DIR = Path(__file__).resolve().parents[1] / "kit_checkpoints"
+VARIANTS = {"full SGPN": "sgpn_tiny.ckpt", "A: no F_3d": "sgpn_tiny_a_no_f3d.ckpt",
+            "B: no AFFB": "sgpn_tiny_b_no_affb.ckpt", "C: no mesh losses": "sgpn_tiny_c_no_mesh_losses.ckpt"}
+
+#: A restoration method: ``(test batch) -> (output in [0, 1], shape-prior coefficients or None)``.
+Method = Callable[[Mapping[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor | None]]
+
+
+def load_kit(name: str = "full SGPN"):
+    """One of the kit's tiny SGPN checkpoints by its row name in :data:`VARIANTS` (eval mode)."""
+    from sgpn.training import load_sgpn
+
+    if name not in VARIANTS:
+        raise KeyError(f"unknown kit model {name!r}; choose from {', '.join(VARIANTS)}")
+    path = KIT_DIR / VARIANTS[name]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: `make checkpoints` trains the full model and "
+                                f"`make ablation` the variants")
+    return load_sgpn(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Test sets
+# ----------------------------------------------------------------------------------------------
+
+
+def synthetic_faces(size: int = 64, num_images: int = 256, occluder_prob: float = 0.5):
+    """The synthetic held-out faces (undegraded): the fixed test split of
+    :class:`~sgpn.data.FaceDataModule`, identical for every training seed."""
+    from sgpn.data import FaceDataModule
+
+    data = FaceDataModule(size=size, train_length=0, val_length=0, test_length=num_images,
+                          occluder_prob=occluder_prob, cache=True)
+    data.setup("test")
+    return data.datasets["test"].faces
+
+
+def degraded_test_set(faces, task: str, degradation_kwargs: dict | None = None,
+                      batch_size: int = 64) -> dict[str, torch.Tensor]:
+    """``faces`` with their LQ versions for ``task``, stacked into one dict of tensors (and
+    ``degradation``: the parameters drawn for each image, for captions).
+
+    The LQ images are those of ``FaceDataModule(degradation=task).test_dataloader()``: seeded by
+    (split, index), the same for every method and run.
+    """
+    from torch.utils.data import DataLoader
+
+    from sgpn.data import DegradedFaces, collate_faces
+    from sgpn.degradations import build_degradation
+
+    dataset = DegradedFaces(faces, build_degradation(task, **(degradation_kwargs or {})), 0, "test")
+    batches = list(DataLoader(dataset, batch_size=batch_size, collate_fn=collate_faces))
+    test_set = {key: torch.cat([b[key] for b in batches]) for key, value in batches[0].items()
+                if isinstance(value, torch.Tensor)}
+    test_set["degradation"] = [params for b in batches for params in b["degradation"]]
+    return test_set
+
+
+def folder_pair_test_set(lq_dir: str | os.PathLike, hq_dir: str | os.PathLike, size: int) -> dict:
+    """LQ crops and HQ originals matched by relative path without suffix, resized to ``size``.
+
+    Files on one side only are named in the error: a table over a partial pairing would be
+    silently wrong.
+    """
+    from sgpn.data import FaceFolder
+
+    sides = {name: FaceFolder(path, size) for name, path in (("lq", lq_dir), ("hq", hq_dir))}
+    keys = {name: {Path(f).relative_to(folder.root).with_suffix("").as_posix(): i
+                   for i, f in enumerate(folder.files)} for name, folder in sides.items()}
+    unmatched = {name: sorted(set(keys[name]) - set(keys[other]))
+                 for name, other in (("lq", "hq"), ("hq", "lq"))}
+    if any(unmatched.values()):
+        detail = "; ".join(f"only in {name}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
+                           for name, names in unmatched.items() if names)
+        raise ValueError(f"the LQ folder {lq_dir} and the HQ folder {hq_dir} do not pair up by file "
+                         f"name ({detail})")
+    names = sorted(keys["lq"])
+    if not names:
+        raise FileNotFoundError(f"no images found in {lq_dir}")
+    return {side: torch.stack([sides[side][keys[side][n]]["hq"] for n in names]) for side in ("lq", "hq")}
+
+
+# ----------------------------------------------------------------------------------------------
+# Methods
+# ----------------------------------------------------------------------------------------------
+
+
+def lq_input(batch: Mapping[str, torch.Tensor]):
+    """The LQ input as it is (for SR: the network's bicubic-upsampled input)."""
+    return batch["lq"], None
+
+
+def nearest_input(scale: int) -> Method:
+    """The SR low-resolution image enlarged by pixel replication: what the LQ input holds."""
+
+    def method(batch: Mapping[str, torch.Tensor]):
+        hq = batch["hq"]
+        low = F.interpolate(hq, scale_factor=1 / scale, mode="bicubic", antialias=True).clamp(0, 1)
+        return F.interpolate(low, size=hq.shape[-2:], mode="nearest"), None
+
+    return method
+
+
+def checkpoint_method(module) -> Method:
+    """An :class:`~sgpn.training.SGPNModule` (eval mode) as a method: output and z_3d."""
+
+    def method(batch: Mapping[str, torch.Tensor]):
+        restored = module.restore(batch["lq"])
+        return restored.output, restored.coeffs
+
+    return method
+
+
+def baselines(task: str) -> dict[str, Method]:
+    """The baselines of a task's table: the LQ input, and for SR its pixels and bicubic."""
+    if task.startswith("sr"):
+        return {"LQ input (nearest)": nearest_input(int(task[2:])), "bicubic": lq_input}
+    return {"LQ input": lq_input}
+
+
+# ----------------------------------------------------------------------------------------------
+# Scoring
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One line of a results table."""
+
+    task: str
+    method: str
+    results: dict[str, MetricResult]
+    num_images: int
+
+    def cells(self, digits: int = 4) -> dict[str, str]:
+        return {name: ("—" if name not in self.results else
+                       self.results[name].format(2 if name in ("psnr", "fid") else digits))
+                for name in METRIC_TITLES}
+
+
+@dataclass
+class Evaluation:
+    """Rows of a results table, with the notes that belong under it."""
+
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def markdown(self, caption: str = "") -> str:
+        """A markdown table (numbers; unavailable metrics named once in a note)."""
+        reasons = {}
+        lines = ([f"{caption}", ""] if caption else [])
+        lines += ["| task | method | " + " | ".join(METRIC_TITLES.values()) + " |",
+                  "|" + "---|" * (len(METRIC_TITLES) + 2)]
+        for row in self.rows:
+            cells = []
+            for name, cell in row.cells().items():
+                result = row.results.get(name)
+                if result is not None and result.value is None:
+                    reasons[name] = result.reason
+                    cell = "unavailable"
+                cells.append(cell)
+            lines.append(f"| {TASK_TITLES.get(row.task, row.task)} | {row.method} | " + " | ".join(cells) + " |")
+        notes = [f"{METRIC_TITLES[name].split()[0]}: {reason}" for name, reason in reasons.items()]
+        notes += self.notes
+        if notes:
+            lines += [""] + [f"- {note}" for note in notes]
+        return "\n".join(lines) + "\n"
+
+    def write(self, out_dir: str | os.PathLike, name: str = "evaluation", caption: str = "") -> list[Path]:
+        """``<name>.md`` and ``<name>.csv`` (numbers at full precision; empty when unavailable)."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        markdown = out_dir / f"{name}.md"
+        markdown.write_text(self.markdown(caption))
+        table = out_dir / f"{name}.csv"
+        with table.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["task", "method", "images", *METRIC_TITLES])
+            for row in self.rows:
+                values = [row.results[m].value if m in row.results and row.results[m].value is not None
+                          else "" for m in METRIC_TITLES]
+                writer.writerow([row.task, row.method, row.num_images, *values])
+        return [markdown, table]
+
+    def value(self, task: str, method: str, metric: str) -> float:
+        """One number of the table (``nan`` when the metric is unavailable)."""
+        for row in self.rows:
+            if row.task == task and row.method == method:
+                result = row.results.get(metric)
+                return math.nan if result is None or result.value is None else result.value
+        raise KeyError(f"no row for task {task!r} and method {method!r}")
+
+
+@torch.no_grad()
+def score(method: Method, test_set: Mapping[str, torch.Tensor], teacher=None, face_model=None,
+          lpips: bool = True, fid: bool = True, batch_size: int = 32) -> tuple[dict[str, MetricResult], int]:
+    """Every metric of one method on one test set (ground truth where the set has it; without
+    ground-truth landmarks the teacher's landmarks on the HQ image stand in for them)."""
+    suite = MetricSuite(lpips=lpips, fid=fid, teacher=teacher,
+                        face_model=face_model if "coeffs" in test_set else None)
+    count = len(test_set["hq"])
+    for start in range(0, count, batch_size):
+        batch = {k: v[start:start + batch_size] for k, v in test_set.items()}
+        output, coeffs = method(batch)
+        landmarks = batch.get("landmarks")
+        if landmarks is None and teacher is not None:
+            landmarks = _crop_landmarks(teacher, batch["hq"])
+        target_coeffs = batch.get("coeffs") if coeffs is not None else None
+        suite.update(output.clamp(0, 1), batch["hq"], landmarks=landmarks,
+                     coeffs=coeffs if target_coeffs is not None else None, target_coeffs=target_coeffs)
+    results = suite.compute()
+    results.pop("vertex_error_posed", None)
+    return results, count
+
+
+def _crop_landmarks(teacher, images: torch.Tensor) -> torch.Tensor:
+    """The teacher's landmarks on ``images``, mapped from its frame back to crop pixels."""
+    points = teacher_landmarks(teacher, images)
+    if teacher.alignment != "resize":
+        raise ValueError("folder-pair evaluation needs a teacher with alignment='resize'")
+    k = teacher.frame_size / images.shape[-1]
+    return (points + 0.5) / k - 0.5
+
+
+def evaluate(checkpoints: Mapping[str, object], test_sets: Mapping[str, Mapping[str, torch.Tensor]],
+             teacher=None, lpips: bool = True, fid: bool = True, batch_size: int = 32,
+             progress: bool = True) -> Evaluation:
+    """Baselines and every checkpoint (``{name: SGPNModule}``) on every test set
+    (``{task: tensors}``), with one frozen ``teacher`` (a ShapePrior) for the NME."""
+    face_model = teacher.face_model if teacher is not None else None
+    jobs = [(task, name, method) for task in test_sets
+            for name, method in [*baselines(task).items(),
+                                 *((n, checkpoint_method(m)) for n, m in checkpoints.items())]]
+    evaluation = Evaluation()
+    for task, name, method in tqdm(jobs, desc="evaluating", unit="row", disable=not progress):
+        results, count = score(method, test_sets[task], teacher, face_model, lpips, fid, batch_size)
+        evaluation.rows.append(Row(task, name, results, count))
+    return evaluation
+
+
+# ----------------------------------------------------------------------------------------------
+# The paper's claims
+# ----------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def shape_from_lq(regressors: Mapping[str, object], faces, levels: Iterable[str] = DEGRADATION_LEVELS,
+                  batch_size: int = 64) -> Evaluation:
+    """Vertex error and landmark NME against ground truth of shape priors (``{name: ShapePrior}``)
+    reading LQ faces, at each degradation level of :data:`DEGRADATION_LEVELS` (and on HQ)."""
+    evaluation = Evaluation()
+    for level in ["HQ", *levels]:
+        test_set = degraded_test_set(faces, "blind", DEGRADATION_LEVELS.get(level), batch_size)
+        images = test_set["hq"] if level == "HQ" else test_set["lq"]
+        for name, prior in regressors.items():
+            prior.eval()
+            coeffs = torch.cat([prior.regressor(prior.to_regressor_frame(chunk * 2 - 1))
+                                for chunk in images.split(batch_size)])
+            landmarks = prior.face_model(coeffs, prior.frame_size).landmarks_2d
+            target = prior.points_to_frame(test_set["landmarks"], images.shape[-1])
+            results = {"nme": MetricResult(landmark_nme(landmarks, target).mean().item()),
+                       "vertex_error": MetricResult(
+                           vertex_error(prior.face_model, coeffs, test_set["coeffs"]).mean().item())}
+            evaluation.rows.append(Row(f"blind ({level})" if level != "HQ" else "HQ (no degradation)",
+                                       name, results, len(images)))
+    return evaluation
+
+
+@dataclass
+class AFFBStatistics:
+    """Channel-mean AFFB masks (the weight of F_lq) on occluder and skin pixels, per resolution."""
+
+    occluder: dict[int, float]  # mean M over occluder pixels of all images
+    skin: dict[int, float]  # mean M over visible face pixels not covered by an occluder
+    per_image_ratio: dict[int, torch.Tensor]  # occluder / skin mean per image with occluders
+    mean_masks: dict[int, torch.Tensor]  # (N, 1, r, r) channel- and block-mean masks
+    num_images: int
+
+    @property
+    def ratio(self) -> dict[int, float]:
+        return {r: self.occluder[r] / self.skin[r] for r in self.occluder}
+
+
+@torch.no_grad()
+def affb_statistics(module, test_set: Mapping[str, torch.Tensor], batch_size: int = 64) -> AFFBStatistics:
+    """AFFB's mask M (F = F_3d + M (F_lq − F_3d), so M = 1 takes F_lq) averaged over channels and
+    both blocks at every resolution ≥ 16, on occluder against skin pixels.
+
+    Occluder and face masks are area-averaged to each resolution; a cell counts as occluder
+    where an occluder covers more than half of it, as skin where the rendered face covers more
+    than half and no occluder touches it.
+    """
+    if module.hparams.fusion != "affb":
+        raise ValueError(f"AFFB statistics need a model with AFFB; this one has fusion="
+                         f"{module.hparams.fusion!r}")
+    masks: dict[int, list[torch.Tensor]] = {}
+    for start in range(0, len(test_set["lq"]), batch_size):
+        restored = module.restore(test_set["lq"][start:start + batch_size])
+        for res in sorted({r for r, _ in restored.masks if r >= AFFB_MIN_RESOLUTION}):
+            blocks = [m.mean(1, keepdim=True) for (r, _), m in restored.masks.items() if r == res]
+            masks.setdefault(res, []).append(torch.stack(blocks).mean(0))
+    mean_masks = {res: torch.cat(parts) for res, parts in masks.items()}
+    occluder, skin, per_image = {}, {}, {}
+    for res, mask in mean_masks.items():
+        cover = F.adaptive_avg_pool2d(test_set["occluder_mask"].float(), res)
+        face = F.adaptive_avg_pool2d(test_set["face_mask"].float(), res)
+        on_occluder, on_skin = cover > 0.5, (face > 0.5) & (cover == 0)
+        occluder[res] = mask[on_occluder].mean().item()
+        skin[res] = mask[on_skin].mean().item()
+        has = on_occluder.flatten(1).any(1) & on_skin.flatten(1).any(1)
+        sums = lambda where: (mask * where).flatten(1).sum(1) / where.flatten(1).sum(1).clamp(min=1)  # noqa: E731
+        per_image[res] = (sums(on_occluder) / sums(on_skin))[has]
+    return AFFBStatistics(occluder, skin, per_image, mean_masks, len(test_set["lq"]))
+
+
+# ----------------------------------------------------------------------------------------------
+# The command
+# ----------------------------------------------------------------------------------------------
+
+
+def parse_checkpoints(specs: Iterable[str]) -> dict[str, Path]:
+    """``NAME=PATH`` (or a bare ``PATH``, named by its file stem) -> ``{name: path}``."""
+    checkpoints: dict[str, Path] = {}
+    for spec in specs:
+        name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        path = Path(path)
+        name = name or path.stem
+        if name in checkpoints:
+            raise ValueError(f"two checkpoints are named {name!r}; name them with NAME=PATH")
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {name!r} not found: {path}")
+        checkpoints[name] = path
+    return checkpoints
+
+
+def data_settings(config: str | os.PathLike | None) -> dict:
+    """Size, test length and occluder share of a training config's synthetic data (``data:
+    init_args``), so a model is evaluated on the held-out set of the data it was trained on."""
+    if config is None:
+        return {}
+    import yaml
+
+    settings = yaml.safe_load(Path(config).read_text()) or {}
+    data = (settings.get("data") or {}).get("init_args") or {}
+    if data.get("source", "synthetic") != "synthetic":
+        raise ValueError(f"{config}: its data source is a folder; evaluate on a folder with --pair LQ HQ")
+    return {"size": data.get("size", 64), "num_images": data.get("test_length", 256),
+            "occluder_prob": data.get("occluder_prob", 0.5)}
+
+
+def evaluate_command(checkpoints: Iterable[str], tasks: Iterable[str] = TASKS, config: str | None = None,
+                     pair: tuple[str, str] | None = None, num_images: int | None = None,
+                     teacher: str | None = None, lpips: bool = True, fid: bool = True,
+                     out: str | os.PathLike = "results", name: str = "evaluation", caption: str = "",
+                     progress: bool = True) -> list[Path]:
+    """``sgpn evaluate``: load checkpoints, build the test sets, score, write the tables."""
+    from sgpn.training import build_prior, load_regressor_weights, load_sgpn
+
+    modules = {n: load_sgpn(p) for n, p in parse_checkpoints(checkpoints).items()}
+    if not modules:
+        raise ValueError("give at least one checkpoint (--ckpt NAME=PATH)")
+    sizes = {n: m.size for n, m in modules.items()}
+    first = next(iter(modules.values()))
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"checkpoints of different resolutions cannot share a table: {sizes}")
+    if teacher is None:
+        frozen_teacher = first.teacher
+    else:
+        frozen_teacher = build_prior(first.face_model, first.hparams.regressor, first.hparams.alignment)
+        load_regressor_weights(frozen_teacher.regressor, teacher)
+    frozen_teacher.eval().requires_grad_(False)
+    if pair is not None:
+        test_sets = {"given": folder_pair_test_set(*pair, first.size)}
+    else:
+        settings = {"size": first.size, "num_images": 256, "occluder_prob": 0.5, **data_settings(config)}
+        if settings["size"] != first.size:
+            raise ValueError(f"{config} trains at {settings['size']} px but the checkpoints are {first.size} px")
+        settings["num_images"] = num_images or settings["num_images"]
+        faces = synthetic_faces(**settings)
+        unknown = sorted(set(tasks) - set(TASKS))
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; choose from {', '.join(TASKS)}")
+        test_sets = {task: degraded_test_set(faces, task) for task in tasks}
+    evaluation = evaluate(modules, test_sets, frozen_teacher, lpips, fid, progress=progress)
+    return evaluation.write(out, name, caption)

@@ -1,0 +1,184 @@
+"""Evaluation: test sets, baselines, tables, the `sgpn evaluate` command, shape from LQ and
+the AFFB statistic, on a 32 px micro model (untrained: the plumbing, not the numbers)."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sgpn.cli import main
+from sgpn.evaluation import (
+    DEGRADATION_LEVELS,
+    affb_statistics,
+    checkpoint_method,
+    degraded_test_set,
+    evaluate,
+    folder_pair_test_set,
+    nearest_input,
+    parse_checkpoints,
+    shape_from_lq,
+    synthetic_faces,
+)
+from sgpn.metrics import MetricSuite
+from sgpn.training import SGPNModule
+
+MICRO = dict(generator={"size": 32, "channels": {4: 16, 8: 16, 16: 8, 32: 8}, "encoder_style_dim": 32,
+                        "style_dim": 32},
+             regressor={"backbone": "resnet18_2stages", "input_size": 32}, mesh_losses=False)
+
+
+def micro_module(**overrides) -> SGPNModule:
+    torch.manual_seed(0)
+    module = SGPNModule(**{**MICRO, **overrides}).eval()
+    with torch.no_grad():  # let the spatial features (and with them the AFFB masks) through
+        for name, parameter in module.generator.named_parameters():
+            if name.endswith("noise.weight"):
+                parameter.fill_(1.0)
+    return module
+
+
+def save_checkpoint(module: SGPNModule, path):
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                "pytorch-lightning_version": L.__version__}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def faces():
+    return synthetic_faces(size=32, num_images=6, occluder_prob=1.0)
+
+
+@pytest.fixture(scope="module")
+def blind(faces):
+    return degraded_test_set(faces, "blind", batch_size=4)
+
+
+def test_test_sets_are_fixed_and_carry_ground_truth(faces, blind):
+    again = degraded_test_set(faces, "blind")
+    torch.testing.assert_close(again["lq"], blind["lq"])
+    assert set(blind) >= {"hq", "lq", "coeffs", "landmarks", "occluder_mask", "face_mask"}
+    assert blind["lq"].shape == blind["hq"].shape == (6, 3, 32, 32)
+    inpaint = degraded_test_set(faces, "inpaint")
+    assert inpaint["inpaint_mask"].shape == (6, 1, 32, 32) and inpaint["inpaint_mask"].any()
+    torch.testing.assert_close(inpaint["hq"], blind["hq"])
+
+
+def test_nearest_input_holds_the_low_resolution_pixels(faces):
+    sr = degraded_test_set(faces, "sr4")
+    output, coeffs = nearest_input(4)(sr)
+    assert coeffs is None and output.shape == sr["hq"].shape
+    blocks = output.unfold(2, 4, 4).unfold(3, 4, 4)  # (B, 3, 8, 8, 4, 4)
+    assert torch.equal(blocks, blocks[..., :1, :1].expand_as(blocks))
+    assert not torch.equal(output, sr["lq"])  # bicubic (the network's input) is another row
+
+
+def test_evaluate_rows_tables_and_files(tmp_path, faces, blind):
+    module = micro_module()
+    sets = {"blind": blind, "sr4": degraded_test_set(faces, "sr4")}
+    evaluation = evaluate({"micro": module}, sets, teacher=module.teacher, lpips=False, fid=False,
+                          batch_size=4, progress=False)
+    assert [(r.task, r.method) for r in evaluation.rows] == [
+        ("blind", "LQ input"), ("blind", "micro"),
+        ("sr4", "LQ input (nearest)"), ("sr4", "bicubic"), ("sr4", "micro")]
+    # the LQ row is the plain metric of the input; the checkpoint row has a vertex error
+    suite = MetricSuite(lpips=False, fid=False)
+    suite.update(blind["lq"], blind["hq"])
+    assert evaluation.value("blind", "LQ input", "psnr") == pytest.approx(suite.compute()["psnr"].value)
+    assert math.isnan(evaluation.value("blind", "LQ input", "vertex_error"))
+    assert evaluation.value("blind", "micro", "vertex_error") > 0
+    assert all(math.isfinite(evaluation.value(r.task, r.method, "nme")) for r in evaluation.rows)
+    markdown, table = evaluation.write(tmp_path, "ablation", caption="Caption line")
+    text = markdown.read_text()
+    assert text.startswith("Caption line") and "| SR ×4 | bicubic |" in text and "PSNR ↑" in text
+    rows = list(csv.DictReader(table.open()))
+    assert len(rows) == 5 and rows[0]["vertex_error"] == "" and float(rows[1]["vertex_error"]) > 0
+
+
+def test_unavailable_metrics_are_named_not_numbered(blind, monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache: no LPIPS/FID weights
+    module = micro_module()
+    evaluation = evaluate({"micro": module}, {"blind": blind}, teacher=module.teacher, progress=False)
+    text = evaluation.markdown()
+    assert "unavailable" in text and "no local weights" in text
+    assert math.isnan(evaluation.value("blind", "micro", "lpips"))
+
+
+def test_folder_pairs_match_by_name(tmp_path):
+    for side in ("lq", "hq"):
+        (tmp_path / side).mkdir()
+        for name in ("a", "b"):
+            Image.fromarray(np.full((40, 40, 3), 100 if side == "lq" else 200, np.uint8)).save(
+                tmp_path / side / f"{name}.png")
+    pair = folder_pair_test_set(tmp_path / "lq", tmp_path / "hq", 32)
+    assert pair["lq"].shape == pair["hq"].shape == (2, 3, 32, 32)
+    assert pair["lq"].mean() < pair["hq"].mean()
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "hq" / "c.jpg")
+    with pytest.raises(ValueError, match="only in hq: c"):
+        folder_pair_test_set(tmp_path / "lq", tmp_path / "hq", 32)
+
+
+def test_parse_checkpoints(tmp_path):
+    path = tmp_path / "model.ckpt"
+    path.write_bytes(b"x")
+    assert parse_checkpoints([str(path), f"full={path}"]) == {"model": path, "full": path}
+    with pytest.raises(ValueError, match="two checkpoints are named 'model'"):
+        parse_checkpoints([str(path), str(path)])
+    with pytest.raises(FileNotFoundError, match="checkpoint 'x' not found"):
+        parse_checkpoints([f"x={tmp_path / 'missing.ckpt'}"])
+
+
+def test_evaluate_command_on_a_folder_pair_and_synthetic_tasks(tmp_path, capsys):
+    checkpoint = save_checkpoint(micro_module(), tmp_path / "micro.ckpt")
+    for side in ("lq", "hq"):
+        (tmp_path / side).mkdir()
+        for i in range(3):
+            Image.fromarray(np.random.default_rng(i).integers(0, 255, (32, 32, 3), np.uint8)).save(
+                tmp_path / side / f"{i}.png")
+    main(["evaluate", "--ckpt", f"full={checkpoint}", "--pair", str(tmp_path / "lq"), str(tmp_path / "hq"),
+          "--no-lpips", "--no-fid", "--out", str(tmp_path / "out"), "--name", "pair"])
+    assert "| given LQ | full |" in capsys.readouterr().out
+    assert (tmp_path / "out" / "pair.csv").is_file()
+    main(["evaluate", "--ckpt", f"full={checkpoint}", "--tasks", "sr8", "inpaint", "--num-images", "2",
+          "--no-lpips", "--no-fid", "--out", str(tmp_path / "out")])
+    rows = list(csv.DictReader((tmp_path / "out" / "evaluation.csv").open()))
+    assert [(r["task"], r["method"]) for r in rows] == [
+        ("sr8", "LQ input (nearest)"), ("sr8", "bicubic"), ("sr8", "full"),
+        ("inpaint", "LQ input"), ("inpaint", "full")]
+    assert all(r["images"] == "2" for r in rows)
+
+
+def test_shape_from_lq_rows(faces):
+    module = micro_module()
+    evaluation = shape_from_lq({"teacher": module.teacher, "joint": module.shape_prior}, faces)
+    assert len(evaluation.rows) == 2 * (1 + len(DEGRADATION_LEVELS))
+    assert all(r.results["vertex_error"].value >= 0 and math.isfinite(r.results["nme"].value)
+               for r in evaluation.rows)
+
+
+def test_affb_statistics_compare_occluder_and_skin(blind):
+    module = micro_module()
+    stats = affb_statistics(module, blind, batch_size=4)
+    assert sorted(stats.occluder) == [16, 32]  # resolutions >= 16 of a 32 px model
+    restored = module.restore(blind["lq"])
+    mean = torch.stack([m.mean(1, keepdim=True) for (r, _), m in restored.masks.items() if r == 32]).mean(0)
+    torch.testing.assert_close(stats.mean_masks[32], mean)
+    occluder = blind["occluder_mask"] > 0.5
+    skin = (blind["face_mask"] > 0.5) & ~(blind["occluder_mask"] > 0)
+    assert stats.occluder[32] == pytest.approx(mean[occluder].mean().item(), rel=1e-5)
+    assert stats.skin[32] == pytest.approx(mean[skin].mean().item(), rel=1e-5)
+    assert stats.ratio[32] == pytest.approx(stats.occluder[32] / stats.skin[32])
+    assert len(stats.per_image_ratio[32]) > 0
+    with pytest.raises(ValueError, match="need a model with AFFB"):
+        affb_statistics(micro_module(fusion="sum"), blind)
+
+
+def test_checkpoint_method_returns_output_and_prior_coefficients(blind):
+    output, coeffs = checkpoint_method(micro_module())(blind)
+    assert output.shape == blind["hq"].shape and coeffs.shape == (6, 257)
+    assert 0 <= output.min() and output.max() <= 1
