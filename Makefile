@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: venv lab test bench figures clean-venv
+.PHONY: venv lab test bench figures checkpoints ablation clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +25,28 @@ test: venv
 bench: venv
 	$(BIN)/sgpn bench raster explorer
 
-## make figures: regenerate figures/ headless
+## make figures: regenerate figures/ headless from the kit's checkpoints
 figures: venv
 	$(BIN)/sgpn figures --out figures
+
+## make checkpoints: train the kit's teacher and tiny SGPN on the CPU, copy them to kit_checkpoints/
+checkpoints: venv
+	$(BIN)/sgpn fit --config configs/teacher_tiny.yaml
+	$(BIN)/sgpn export runs/teacher_tiny/checkpoints/last.ckpt kit_checkpoints/teacher_tiny.ckpt
+	$(BIN)/sgpn fit --config configs/tiny.yaml
+	$(BIN)/sgpn export --compact runs/tiny/checkpoints/last.ckpt kit_checkpoints/sgpn_tiny.ckpt
+	cp "$$(ls -d runs/tiny/version_* | sort -V | tail -1)/metrics.csv" kit_checkpoints/sgpn_tiny_metrics.csv
+
+## make ablation: train variants A, B, C like the tiny SGPN (same seed and budget), then evaluate
+ABLATION := a_no_f3d b_no_affb c_no_mesh_losses
+ablation: venv
+	$(BIN)/sgpn fit --config configs/finetune_lq_tiny.yaml
+	for variant in $(ABLATION); do \
+	  $(BIN)/sgpn fit --config configs/tiny.yaml --config configs/ablation/$$variant.yaml && \
+	  $(BIN)/sgpn export --compact runs/tiny_$$variant/checkpoints/last.ckpt kit_checkpoints/sgpn_tiny_$$variant.ckpt \
+	  || exit 1; \
+	done
+	$(BIN)/sgpn figures ablation --out figures
 
 clean-venv:
 	rm -rf $(VENV)

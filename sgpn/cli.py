@@ -31,7 +31,8 @@ def _bench(args: argparse.Namespace) -> int:
     from sgpn.bench import BENCHMARKS
 
     for name in args.names:
-        print(json.dumps({"bench": name, **BENCHMARKS[name]()}), flush=True)
+        options = {"out": args.out} if name == "train" and args.out else {}
+        print(json.dumps({"bench": name, **BENCHMARKS[name](**options)}), flush=True)
     return 0
 
 
@@ -55,7 +56,7 @@ def _restore(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from sgpn.training import export_checkpoint
 
-    path = export_checkpoint(args.source, args.target)
+    path = export_checkpoint(args.source, args.target, compact=args.compact)
     print(f"{path} ({path.stat().st_size / 2**20:.1f} MB)")
     return 0
 
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="run benchmarks; each prints one JSON line")
     bench.add_argument("names", nargs="+", choices=sorted(BENCHMARKS), metavar="NAME",
                        help=f"one or more of: {', '.join(sorted(BENCHMARKS))}")
+    bench.add_argument("--out", help="train: run in this folder and keep it (default: a scratch folder)")
     bench.set_defaults(func=_bench)
     figures = sub.add_parser("figures", help="regenerate the kit's figures headless")
     figures.add_argument("names", nargs="*", help="figure names (default: all)")
@@ -116,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="copy a checkpoint without optimiser and loop state")
     export.add_argument("source", help="checkpoint written by sgpn fit")
     export.add_argument("target", help="where to write the small copy")
+    export.add_argument("--compact", action="store_true",
+                        help="SGPN: leave out the discriminator and teacher, store float16")
     export.set_defaults(func=_export)
     return parser
 

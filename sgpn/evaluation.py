@@ -42,6 +42,9 @@ TASK_TITLES = {"blind": "blind restoration", "sr4": "SR ×4", "sr8": "SR ×8", "
 #: Table headings of the metrics (arrows: which way is better).
 METRIC_TITLES = {"psnr": "PSNR ↑", "ssim": "SSIM ↑", "lpips": "LPIPS ↓", "fid": "FID ↓",
                  "nme": "NME ↓", "vertex_error": "vertex error ↓"}
+#: Options of each task's degradation unless a training config gives its own: the kit's models
+#: train on GFPGAN's blind ranges with the blur in pixels of a 512 px face (configs/tiny.yaml).
+TASK_OPTIONS: dict[str, dict] = {"blind": {"reference_size": 512}}
 #: Blind degradations of increasing strength, for the shape-from-LQ comparison.
 DEGRADATION_LEVELS: dict[str, dict] = {
     "mild": dict(sigma=(0.1, 3.0), downscale=(0.8, 2.0), noise=(0.0, 5.0), jpeg_quality=(80, 100)),
@@ -94,15 +97,17 @@ def degraded_test_set(faces, task: str, degradation_kwargs: dict | None = None,
     """``faces`` with their LQ versions for ``task``, stacked into one dict of tensors (and
     ``degradation``: the parameters drawn for each image, for captions).
 
-    The LQ images are those of ``FaceDataModule(degradation=task).test_dataloader()``: seeded by
-    (split, index), the same for every method and run.
+    The LQ images are those of ``FaceDataModule(degradation=task, degradation_kwargs=...)
+    .test_dataloader()``: seeded by (split, index), the same for every method and run.
+    ``degradation_kwargs`` default to :data:`TASK_OPTIONS`.
     """
     from torch.utils.data import DataLoader
 
     from sgpn.data import DegradedFaces, collate_faces
     from sgpn.degradations import build_degradation
 
-    dataset = DegradedFaces(faces, build_degradation(task, **(degradation_kwargs or {})), 0, "test")
+    options = TASK_OPTIONS.get(task, {}) if degradation_kwargs is None else degradation_kwargs
+    dataset = DegradedFaces(faces, build_degradation(task, **options), 0, "test")
     batches = list(DataLoader(dataset, batch_size=batch_size, collate_fn=collate_faces))
     test_set = {key: torch.cat([b[key] for b in batches]) for key, value in batches[0].items()
                 if isinstance(value, torch.Tensor)}
@@ -304,7 +309,8 @@ def shape_from_lq(regressors: Mapping[str, object], faces, levels: Iterable[str]
     reading LQ faces, at each degradation level of :data:`DEGRADATION_LEVELS` (and on HQ)."""
     evaluation = Evaluation()
     for level in ["HQ", *levels]:
-        test_set = degraded_test_set(faces, "blind", DEGRADATION_LEVELS.get(level), batch_size)
+        options = {**TASK_OPTIONS["blind"], **DEGRADATION_LEVELS.get(level, {})}
+        test_set = degraded_test_set(faces, "blind", options, batch_size)
         images = test_set["hq"] if level == "HQ" else test_set["lq"]
         for name, prior in regressors.items():
             prior.eval()
@@ -388,8 +394,9 @@ def parse_checkpoints(specs: Iterable[str]) -> dict[str, Path]:
 
 
 def data_settings(config: str | os.PathLike | None) -> dict:
-    """Size, test length and occluder share of a training config's synthetic data (``data:
-    init_args``), so a model is evaluated on the held-out set of the data it was trained on."""
+    """Size, test length, occluder share and degradation options of a training config's
+    synthetic data (``data: init_args``), so a model is evaluated on the held-out set and the
+    degradation it was trained with."""
     if config is None:
         return {}
     import yaml
@@ -399,7 +406,8 @@ def data_settings(config: str | os.PathLike | None) -> dict:
     if data.get("source", "synthetic") != "synthetic":
         raise ValueError(f"{config}: its data source is a folder; evaluate on a folder with --pair LQ HQ")
     return {"size": data.get("size", 64), "num_images": data.get("test_length", 256),
-            "occluder_prob": data.get("occluder_prob", 0.5)}
+            "occluder_prob": data.get("occluder_prob", 0.5),
+            "options": {data.get("degradation", "blind"): data.get("degradation_kwargs") or {}}}
 
 
 def evaluate_command(checkpoints: Iterable[str], tasks: Iterable[str] = TASKS, config: str | None = None,
@@ -430,10 +438,11 @@ def evaluate_command(checkpoints: Iterable[str], tasks: Iterable[str] = TASKS, c
         if settings["size"] != first.size:
             raise ValueError(f"{config} trains at {settings['size']} px but the checkpoints are {first.size} px")
         settings["num_images"] = num_images or settings["num_images"]
+        options = {**TASK_OPTIONS, **settings.pop("options", {})}
         faces = synthetic_faces(**settings)
         unknown = sorted(set(tasks) - set(TASKS))
         if unknown:
             raise ValueError(f"unknown task(s) {unknown}; choose from {', '.join(TASKS)}")
-        test_sets = {task: degraded_test_set(faces, task) for task in tasks}
+        test_sets = {task: degraded_test_set(faces, task, options.get(task, {})) for task in tasks}
     evaluation = evaluate(modules, test_sets, frozen_teacher, lpips, fid, progress=progress)
     return evaluation.write(out, name, caption)

@@ -1,22 +1,60 @@
-"""Figures the kit regenerates headless (``sgpn figures`` / ``make figures``)."""
+"""Figures the kit regenerates headless (``sgpn figures`` / ``make figures``).
+
+Every figure is drawn from real tensors: the kit's face model, its synthetic held-out faces,
+and the kit's own checkpoints in ``kit_checkpoints/`` (``make checkpoints`` and ``make
+ablation`` rebuild them). Seeds are fixed, so a second run changes nothing beyond pixel noise.
+``figures/README.md`` says which paper figure each one corresponds to.
+"""
 
 from __future__ import annotations
 
+import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
 import matplotlib
 
 matplotlib.use("Agg")
+matplotlib.rcParams["svg.hashsalt"] = "sgpn"  # stable ids in SVG files
 
+import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from sgpn.degradations import describe  # noqa: E402
+from sgpn.evaluation import (  # noqa: E402
+    KIT_DIR,
+    VARIANTS,
+    affb_statistics,
+    degraded_test_set,
+    evaluate,
+    load_kit,
+    shape_from_lq,
+    synthetic_faces,
+)
 from sgpn.face_model import load_face_model  # noqa: E402
 from sgpn.renderer import Renderer  # noqa: E402
 from sgpn.visualize import render_faces, show_images  # noqa: E402
 
+#: Held-out faces used by the figures (the evaluation tables use the full test set).
+NUM_IMAGES = 256
+#: Faces of the held-out set shown in the picture grids (with varied occluders).
+SHOWN = (0, 1, 2, 3, 5, 6)
 
-def faces_overview(out_dir: Path) -> Path:
+
+def _save(fig, path: Path) -> Path:
+    metadata = {"Date": None} if path.suffix == ".svg" else {}
+    fig.savefig(path, dpi=110, metadata=metadata)
+    plt.close(fig)
+    return path
+
+
+@lru_cache(maxsize=4)
+def _faces(num_images: int, occluder_prob: float = 0.5):
+    return synthetic_faces(64, num_images, occluder_prob)
+
+
+def faces_overview(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
     """The mean face and random faces of the default face model (the README picture)."""
     model = load_face_model()
     renderer = Renderer(224)
@@ -25,17 +63,184 @@ def faces_overview(out_dir: Path) -> Path:
     _, rendered = render_faces(model, renderer, coeffs)
     titles = ["mean face"] + [f"random face {i}" for i in range(1, 8)]
     fig = show_images(rendered.image, titles=titles, ncols=8, size=2.0)
-    path = out_dir / "faces_overview.png"
-    fig.savefig(path, dpi=90)
-    return path
+    return [_save(fig, out_dir / "faces_overview.png")]
 
 
-FIGURES: dict[str, Callable[[Path], Path]] = {
+def pipeline(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
+    """SGPN's pipeline on one held-out face with sunglasses, every panel a real tensor."""
+    full = load_kit("full SGPN")
+    faces = _faces(num_images, 1.0)
+    test_set = degraded_test_set(faces, "blind")
+    index = next(i for i in range(len(faces)) if test_set["occluder_mask"][i].mean() > 0.05)
+    lq, hq = test_set["lq"][index:index + 1], test_set["hq"][index:index + 1]
+    restored = full.restore(lq)
+    masks = {res: m.mean(1)[0] for (res, block), m in sorted(restored.masks.items()) if block == 1 and res >= 16}
+    fig = plt.figure(figsize=(13, 4.2))
+    grid = fig.add_gridspec(2, 5 + len(masks), height_ratios=[1, 0.2])
+    panels = [(lq[0], "I_lq (blind LQ)"), (restored.d3d[0], "I_3d: regressor → 257 coeffs\n→ face model → render")]
+    panels += [(m, f"AFFB mask M, {r} px\n(1 = take F_lq)") for r, m in masks.items()]
+    panels += [(restored.output[0], "I: SGPN output"), (hq[0], "I_hq (ground truth)")]
+    for column, (image, title) in enumerate(panels):
+        ax = fig.add_subplot(grid[0, column])
+        ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy() if image.dim() == 3 else image.numpy(),
+                  cmap="viridis", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    text = fig.add_subplot(grid[1, :])
+    text.axis("off")
+    text.text(0.5, 0.5, "I_lq → shape restoration module → I_3d, z_3d;  encoder (shared) → F_lq, F_3d, "
+              "z_lq, z_3d;  mapping(z_lq, z_3d, coeffs) → w;  StyleGAN2 decoder: at every resolution "
+              "AFFB mixes F_lq and F_3d with M → I", ha="center", va="center", fontsize=9)
+    fig.suptitle(f"SGPN pipeline on held-out face {index} (kit's tiny model, 64 px)", fontsize=11)
+    return [_save(fig, out_dir / "pipeline.png")]
+
+
+def degradations(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
+    """Each task's input for the same faces, with the drawn parameters as captions."""
+    faces = _faces(num_images)
+    shown = list(SHOWN[:4])
+    rows = {"HQ": degraded_test_set(faces, "blind")["hq"]}
+    captions = {"HQ": [""] * len(shown)}
+    for task in ("blind", "sr4", "sr8", "sr16", "inpaint"):
+        test_set = degraded_test_set(faces, task)
+        rows[task] = test_set["lq"]
+        captions[task] = [describe(test_set["degradation"][i]) for i in shown]
+    images = [rows[task][i] for i in shown for task in rows]
+    titles = [f"{task}\n{captions[task][k]}" for k in range(len(shown)) for task in rows]
+    fig = show_images(images, titles=titles, ncols=len(rows), size=2.1)
+    for ax in fig.axes:
+        ax.title.set_fontsize(6.5)
+    return [_save(fig, out_dir / "degradations.png")]
+
+
+def restoration(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
+    """LQ / I_3d / output / GT for blind restoration and SR ×4, ×8, ×16 (full tiny SGPN)."""
+    full = load_kit("full SGPN")
+    faces = _faces(num_images)
+    shown = list(SHOWN[:4])
+    images, titles = [], []
+    for task in ("blind", "sr4", "sr8", "sr16"):
+        test_set = degraded_test_set(faces, task)
+        lq = test_set["lq"][shown]
+        restored = full.restore(lq)
+        for i in range(len(shown)):
+            for name, image in (("LQ", lq[i]), ("I_3d", restored.d3d[i]), ("output", restored.output[i]),
+                                ("GT", test_set["hq"][shown[i]])):
+                images.append(image)
+                titles.append(f"{task} {name}")
+    fig = show_images(images, titles=titles, ncols=4 * len(shown), size=1.2)
+    for ax in fig.axes:
+        ax.title.set_fontsize(6)
+    return [_save(fig, out_dir / "restoration.png")]
+
+
+def inpainting(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
+    """Masked input / output / GT (the kit's models were trained for blind restoration only)."""
+    full = load_kit("full SGPN")
+    test_set = degraded_test_set(_faces(num_images), "inpaint")
+    shown = list(SHOWN[:4])
+    lq = test_set["lq"][shown]
+    output = full.restore(lq).output
+    images = [img for i in range(len(shown)) for img in (lq[i], output[i], test_set["hq"][shown[i]])]
+    titles = ["masked input", "output", "GT"] * len(shown)
+    fig = show_images(images, titles=titles, ncols=3 * len(shown), size=1.4)
+    return [_save(fig, out_dir / "inpainting.png")]
+
+
+def affb_masks(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
+    """Channel-mean AFFB masks at 16/32/64 px on occluded faces, and the occluder/skin ratio."""
+    full = load_kit("full SGPN")
+    test_set = degraded_test_set(_faces(num_images, 1.0), "blind")
+    stats = affb_statistics(full, test_set)
+    shown = list(SHOWN[:5])
+    images, titles = [], []
+    for i in shown:
+        images += [test_set["hq"][i], test_set["occluder_mask"][i, 0]]
+        titles += ["GT", "occluder mask"]
+        for res, masks in stats.mean_masks.items():
+            images.append(masks[i, 0])
+            titles.append(f"M {res} px")
+    fig = show_images(images, titles=titles, ncols=2 + len(stats.mean_masks), size=1.6, cmap="viridis")
+    ratios = ", ".join(f"{r} px: {v:.2f}" for r, v in stats.ratio.items())
+    fig.suptitle(f"AFFB masks (mean over channels and both blocks; 1 = F_lq). Occluder/skin ratio of "
+                 f"the mean mask over {stats.num_images} faces: {ratios}", fontsize=8)
+    fig.tight_layout()
+    paths = [_save(fig, out_dir / "affb_masks.png")]
+    summary = {"images": stats.num_images, "ratio": {str(r): round(v, 4) for r, v in stats.ratio.items()},
+               "occluder_mean": {str(r): round(v, 4) for r, v in stats.occluder.items()},
+               "skin_mean": {str(r): round(v, 4) for r, v in stats.skin.items()}}
+    path = out_dir / "affb_ratios.json"
+    path.write_text(json.dumps(summary, indent=1) + "\n")
+    return paths + [path]
+
+
+def shape_from_lq_figure(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
+    """Teacher (HQ-trained) against the jointly trained and the separately fine-tuned regressor
+    on LQ faces, against ground truth, at each degradation level: a table and a chart."""
+    full, variant_c = load_kit("full SGPN"), load_kit("C: no mesh losses")
+    priors = {"teacher (trained on HQ)": full.teacher, "jointly trained (full SGPN)": full.shape_prior,
+              "fine-tuned separately (variant C)": variant_c.shape_prior}
+    evaluation = shape_from_lq(priors, _faces(num_images))
+    paths = evaluation.write(out_dir, "shape_from_lq", caption="Shape from LQ: errors against the "
+                             "ground-truth synthetic faces (NME of the projected 68 landmarks; mean "
+                             "vertex distance of the unposed shape).")
+    levels = list(dict.fromkeys(row.task for row in evaluation.rows))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    width = 0.8 / len(priors)
+    for ax, metric in zip(axes, ("vertex_error", "nme")):
+        for k, name in enumerate(priors):
+            values = [evaluation.value(level, name, metric) for level in levels]
+            ax.bar([x + k * width for x in range(len(levels))], values, width, label=name)
+        ax.set_xticks([x + width * (len(priors) - 1) / 2 for x in range(len(levels))], levels, fontsize=7)
+        ax.set_title({"vertex_error": "vertex error ↓", "nme": "landmark NME ↓"}[metric])
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return paths + [_save(fig, out_dir / "shape_from_lq.svg")]
+
+
+def ablation(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
+    """The evaluation table over every task for the full model and variants A, B, C, and a
+    chart of the blind-restoration rows."""
+    modules = {name: load_kit(name) for name in VARIANTS}
+    faces = _faces(num_images)
+    test_sets = {task: degraded_test_set(faces, task) for task in ("blind", "sr4", "sr8", "sr16", "inpaint")}
+    evaluation = evaluate(modules, test_sets, teacher=modules["full SGPN"].teacher, progress=False)
+    evaluation.notes.append("Every model is the kit's tiny 64 px SGPN trained for blind restoration "
+                            "with the same seed and budget (`make ablation`); the SR and inpainting "
+                            "rows test them on inputs they were not trained for.")
+    paths = evaluation.write(out_dir, "ablation", caption=f"Ablation on {num_images} synthetic held-out faces.")
+    methods = ["LQ input", *VARIANTS]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3))
+    for ax, metric, title in zip(axes, ("psnr", "ssim", "nme"), ("PSNR ↑", "SSIM ↑", "NME ↓")):
+        values = [evaluation.value("blind", m, metric) for m in methods]
+        ax.bar(range(len(methods)), values, color=["grey", "C0", "C1", "C2", "C3"])
+        ax.set_xticks(range(len(methods)), methods, rotation=20, fontsize=7, ha="right")
+        ax.set_title(f"blind restoration: {title}")
+        low = min(values)
+        ax.set_ylim(low * 0.9 if metric != "nme" else 0, max(values) * 1.02)
+    fig.tight_layout()
+    return paths + [_save(fig, out_dir / "ablation.svg")]
+
+
+FIGURES: dict[str, Callable[..., list[Path]]] = {
     "faces_overview": faces_overview,
+    "pipeline": pipeline,
+    "degradations": degradations,
+    "shape_from_lq": shape_from_lq_figure,
+    "restoration": restoration,
+    "affb_masks": affb_masks,
+    "ablation": ablation,
+    "inpainting": inpainting,
 }
 
 
-def make_figures(out_dir: str | Path = "figures", names: list[str] | None = None) -> list[Path]:
+def make_figures(out_dir: str | Path = "figures", names: list[str] | None = None,
+                 num_images: int = NUM_IMAGES) -> list[Path]:
+    """Draw the named figures (default: all) into ``out_dir``; returns the written files."""
+    unknown = sorted(set(names or ()) - set(FIGURES))
+    if unknown:
+        raise ValueError(f"unknown figure(s) {unknown}; choose from {', '.join(FIGURES)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return [FIGURES[name](out_dir) for name in (names or FIGURES)]
+    torch.manual_seed(0)
+    return [path for name in (names or FIGURES) for path in FIGURES[name](out_dir, num_images)]

@@ -46,7 +46,7 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 from sgpn import camera, coefficients
 from sgpn.discriminator import Discriminator
 from sgpn.face_model import FaceModel, load_face_model
-from sgpn.generator import SGPNGenerator, get_config
+from sgpn.generator import FeatureInjection, SGPNGenerator, get_config
 from sgpn.metrics import teacher_nme, vertex_error
 from sgpn.regressor import CoefficientRegressor
 from sgpn.shape_prior import ShapePrior
@@ -281,19 +281,38 @@ def load_regressor_weights(regressor: CoefficientRegressor, path: str | os.PathL
     return regressor.load_checkpoint(path)
 
 
-def export_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+#: What a compact export leaves out of an SGPN checkpoint: the discriminator (only training
+#: needs it) and the frozen teacher (rebuilt from ``teacher_ckpt`` when loading).
+COMPACT_DROPS = ("discriminator.", "teacher.")
+
+
+def export_checkpoint(source: str | os.PathLike, target: str | os.PathLike, compact: bool = False) -> Path:
     """Write a small copy of a Lightning checkpoint for sharing: weights and hyper-parameters
     only (no optimiser, loop or callback state). It loads with ``load_from_checkpoint`` and
-    ``sgpn restore``, but cannot resume training."""
+    ``sgpn restore``, but cannot resume training.
+
+    ``compact`` (SGPN checkpoints): also leave out the discriminator and the frozen teacher and
+    store the weights as float16, about a quarter of the size; :func:`load_sgpn` loads it (the
+    teacher comes back from the checkpoint named by ``teacher_ckpt``). The kit commits its tiny
+    models this way.
+    """
     keep = ("state_dict", "hyper_parameters", "hparams_name", "epoch", "global_step",
             "pytorch-lightning_version")
     data = torch.load(source, map_location="cpu", weights_only=True)
     missing = [k for k in ("state_dict", "hyper_parameters") if k not in data]
     if missing:
         raise ValueError(f"{source} is not a Lightning checkpoint of the kit: it lacks {missing}")
+    small = {k: data[k] for k in keep if k in data}
+    if compact:
+        state = data["state_dict"]
+        if not any(k.startswith("generator.") for k in state):
+            raise ValueError(f"{source}: only SGPN checkpoints have a compact form")
+        small["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in state.items()
+                               if not k.startswith(COMPACT_DROPS)}
+        small["sgpn_compact"] = {"dropped": list(COMPACT_DROPS), "dtype": "float16"}
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: data[k] for k in keep if k in data}, target)
+    torch.save(small, target)
     return target
 
 
@@ -508,6 +527,10 @@ class SGPNModule(L.LightningModule):
     ``generator`` names a :data:`sgpn.generator.CONFIGS` entry or gives a config's fields;
     ``fusion`` selects the full model or variants A/B. ``regressor`` gives the shape prior's
     backbone and input size, which must match the teacher checkpoint's.
+    ``lambda_l1`` and ``lambda_perceptual`` weigh the two parts of L_rec (the paper gives
+    only λ_adv, λ_lm and λ_vt, relative to L_rec). ``feature_scale_init``: the starting value of the scalar s that lets F_lq / F_3d into the
+    decoder. The release's 0 starts as a plain StyleGAN2 decoder that ignores the input until
+    s grows; 1 lets the features in from the first step, which a run of minutes needs.
     """
 
     def __init__(self, generator: str | dict = "tiny", fusion: str = "affb",
@@ -517,8 +540,8 @@ class SGPNModule(L.LightningModule):
                  mesh_losses: bool = True, lr: float = 2e-3, d_lr: float | None = None,
                  shape_prior_lr: float = 1e-4, betas: tuple[float, float] = (0.0, 0.99),
                  lambda_adv: float = 1.0, lambda_lm: float = 100.0, lambda_mesh: float = 100.0,
-                 perceptual: str = "auto", lambda_perceptual: float = 1.0,
-                 r1_gamma: float = 10.0, r1_every: int = 16):
+                 perceptual: str = "auto", lambda_l1: float = 1.0, lambda_perceptual: float = 1.0,
+                 r1_gamma: float = 10.0, r1_every: int = 16, feature_scale_init: float = 0.0):
         super().__init__()
         if mesh_losses and teacher_ckpt is None:
             raise ValueError("SGPN's mesh losses (L_3dlm, L_mesh) need a frozen teacher: set "
@@ -531,6 +554,10 @@ class SGPNModule(L.LightningModule):
         self.automatic_optimization = False
         config = get_config(generator, fusion=fusion)
         self.generator = SGPNGenerator(config)
+        with torch.no_grad():  # the learned scalar s of every feature injection
+            for module in self.generator.modules():
+                if isinstance(module, FeatureInjection):
+                    module.weight.fill_(feature_scale_init)
         self.discriminator = Discriminator.for_generator(config)
         self.face_model = exclude_from_checkpoints(load_face_model(face_model))
         self.shape_prior = build_prior(self.face_model, regressor, alignment)
@@ -627,7 +654,7 @@ class SGPNModule(L.LightningModule):
     def generator_losses(self, hq: torch.Tensor, output: torch.Tensor, prior) -> dict:
         """L_rec + λ_adv L_adv + λ_lm L_3dlm + λ_vt L_mesh, with every term for logging."""
         hp = self.hparams
-        terms: dict[str, torch.Tensor] = {"l1": F.l1_loss(output, hq)}
+        terms: dict[str, torch.Tensor] = {"l1": hp.lambda_l1 * F.l1_loss(output, hq)}
         fake_logit, fake_features = self.discriminator(output, return_features=True)
         if self.perceptual_term == "feature_matching":
             with torch.no_grad():
@@ -705,7 +732,7 @@ class SGPNModule(L.LightningModule):
 
 
 def load_sgpn(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> SGPNModule:
-    """An :class:`SGPNModule` from a kit checkpoint (full or exported), in eval mode."""
+    """An :class:`SGPNModule` from a kit checkpoint (full, exported or compact), in eval mode."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"SGPN checkpoint not found: {path}")
@@ -714,5 +741,26 @@ def load_sgpn(path: str | os.PathLike, map_location: str | torch.device = "cpu")
     if not any(k.startswith("generator.") for k in state):
         kind = "a teacher checkpoint" if any(k.startswith("prior.") for k in state) else "not a kit SGPN checkpoint"
         raise ValueError(f"{path} is {kind}: it holds no generator weights")
-    module = SGPNModule.load_from_checkpoint(path, map_location=map_location, weights_only=True)
-    return module.eval()
+    if "sgpn_compact" not in data:
+        module = SGPNModule.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+        return module.eval()
+    module = SGPNModule(**{k: v for k, v in data["hyper_parameters"].items() if not k.startswith("_")})
+    expected = {k for k in module.state_dict() if not k.startswith(COMPACT_DROPS)}
+    if set(state) != expected:
+        raise KeyError(f"{path} does not match SGPNModule: missing {sorted(expected - set(state))[:5]}, "
+                       f"unexpected {sorted(set(state) - expected)[:5]}")
+    module.load_state_dict(state, strict=False)  # float16 values are copied into float32
+    teacher = module.hparams.teacher_ckpt
+    if teacher:
+        load_regressor_weights(module.teacher.regressor, resolve_kit_path(teacher, path))
+    return module.to(map_location).eval()
+
+
+def resolve_kit_path(name: str | os.PathLike, beside: Path) -> Path:
+    """A path from a checkpoint's hyper-parameters: as given, else relative to the kit's root
+    (configs name ``kit_checkpoints/...`` relative to it), else beside the checkpoint."""
+    for candidate in (Path(name), Path(__file__).resolve().parents[1] / name, beside.parent / Path(name).name):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{beside} needs its teacher {name}, which was not found (as given, in the kit, "
+                            f"or beside the checkpoint)")

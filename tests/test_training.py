@@ -245,6 +245,26 @@ def test_restore_and_export(tmp_path, micro_teacher, micro_run, capsys):
         main(["restore", "--ckpt", str(small), str(tmp_path / "absent"), str(tmp_path / "out2")])
 
 
+def test_compact_export_keeps_what_restoring_needs(tmp_path, micro_run):
+    checkpoint = micro_run / "runs" / "micro" / "checkpoints" / "last.ckpt"
+    compact = export_checkpoint(checkpoint, tmp_path / "compact.ckpt", compact=True)
+    full, loaded = load_sgpn(checkpoint), load_sgpn(compact)
+    assert compact.stat().st_size < 0.4 * export_checkpoint(checkpoint, tmp_path / "plain.ckpt").stat().st_size
+    for name, value in full.state_dict().items():
+        if name.startswith("discriminator."):
+            continue
+        exact = name.startswith("teacher.") or not value.is_floating_point()
+        torch.testing.assert_close(loaded.state_dict()[name], value, rtol=0 if exact else 1e-3,
+                                   atol=0 if exact else 1e-3, msg=name)
+    lq = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(loaded.restore(lq).output, full.restore(lq).output, rtol=0.02, atol=0.02)
+    data = torch.load(compact, weights_only=True)
+    data["state_dict"].pop(next(iter(data["state_dict"])))
+    torch.save(data, tmp_path / "broken.ckpt")
+    with pytest.raises(KeyError, match="missing"):
+        load_sgpn(tmp_path / "broken.ckpt")
+
+
 def test_test_subcommand_reports_scores(tmp_path, micro_teacher, micro_run, capsys):
     checkpoint = micro_run / "runs" / "micro" / "checkpoints" / "last.ckpt"
     cwd = os.getcwd()
@@ -265,10 +285,16 @@ def test_test_subcommand_reports_scores(tmp_path, micro_teacher, micro_run, caps
 def test_kit_checkpoints_load_and_restore():
     from sgpn.data import FaceDataModule
 
+    from sgpn.evaluation import VARIANTS, load_kit
+
     sizes = {p.name: p.stat().st_size for p in KIT.glob("*.ckpt")}
-    assert set(sizes) == {"teacher_tiny.ckpt", "sgpn_tiny.ckpt"} and sum(sizes.values()) <= 20 * 2**20
+    assert set(sizes) == {"teacher_tiny.ckpt", *VARIANTS.values()}
+    assert sizes["teacher_tiny.ckpt"] + sizes["sgpn_tiny.ckpt"] <= 20 * 2**20
     teacher = TeacherModule.load_from_checkpoint(KIT / "teacher_tiny.ckpt", weights_only=True).eval()
     module = load_sgpn(KIT / "sgpn_tiny.ckpt")
+    variants = {name: load_kit(name).hparams for name in VARIANTS}
+    assert [(h.fusion, h.mesh_losses) for h in variants.values()] == [
+        ("affb", True), ("lq_only", True), ("sum", True), ("affb", False)]
     assert module.size == 64
     data = FaceDataModule(size=64, batch_size=4, train_length=0, val_length=4, test_length=4)
     data.setup("test")
