@@ -203,16 +203,19 @@ class Evaluation:
 
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    metrics: tuple[str, ...] = tuple(METRIC_TITLES)  # the table's metric columns
 
     def markdown(self, caption: str = "") -> str:
         """A markdown table (numbers; unavailable metrics named once in a note)."""
         reasons = {}
         lines = ([f"{caption}", ""] if caption else [])
-        lines += ["| task | method | " + " | ".join(METRIC_TITLES.values()) + " |",
-                  "|" + "---|" * (len(METRIC_TITLES) + 2)]
+        lines += ["| task | method | " + " | ".join(METRIC_TITLES[m] for m in self.metrics) + " |",
+                  "|" + "---|" * (len(self.metrics) + 2)]
         for row in self.rows:
             cells = []
             for name, cell in row.cells().items():
+                if name not in self.metrics:
+                    continue
                 result = row.results.get(name)
                 if result is not None and result.value is None:
                     reasons[name] = result.reason
@@ -234,10 +237,10 @@ class Evaluation:
         table = out_dir / f"{name}.csv"
         with table.open("w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["task", "method", "images", *METRIC_TITLES])
+            writer.writerow(["task", "method", "images", *self.metrics])
             for row in self.rows:
                 values = [row.results[m].value if m in row.results and row.results[m].value is not None
-                          else "" for m in METRIC_TITLES]
+                          else "" for m in self.metrics]
                 writer.writerow([row.task, row.method, row.num_images, *values])
         return [markdown, table]
 
@@ -269,6 +272,8 @@ def score(method: Method, test_set: Mapping[str, torch.Tensor], teacher=None, fa
                      coeffs=coeffs if target_coeffs is not None else None, target_coeffs=target_coeffs)
     results = suite.compute()
     results.pop("vertex_error_posed", None)
+    if not suite.per_image["vertex_error"]:  # a method without a mesh (the baselines)
+        results.pop("vertex_error", None)
     return results, count
 
 
@@ -307,7 +312,7 @@ def shape_from_lq(regressors: Mapping[str, object], faces, levels: Iterable[str]
                   batch_size: int = 64) -> Evaluation:
     """Vertex error and landmark NME against ground truth of shape priors (``{name: ShapePrior}``)
     reading LQ faces, at each degradation level of :data:`DEGRADATION_LEVELS` (and on HQ)."""
-    evaluation = Evaluation()
+    evaluation = Evaluation(metrics=("nme", "vertex_error"))
     for level in ["HQ", *levels]:
         options = {**TASK_OPTIONS["blind"], **DEGRADATION_LEVELS.get(level, {})}
         test_set = degraded_test_set(faces, "blind", options, batch_size)
