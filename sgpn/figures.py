@@ -75,9 +75,9 @@ def pipeline(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
     lq, hq = test_set["lq"][index:index + 1], test_set["hq"][index:index + 1]
     restored = full.restore(lq)
     masks = {res: m.mean(1)[0] for (res, block), m in sorted(restored.masks.items()) if block == 1 and res >= 16}
-    fig = plt.figure(figsize=(13, 4.2))
-    grid = fig.add_gridspec(2, 5 + len(masks), height_ratios=[1, 0.2])
-    panels = [(lq[0], "I_lq (blind LQ)"), (restored.d3d[0], "I_3d: regressor → 257 coeffs\n→ face model → render")]
+    fig = plt.figure(figsize=(14, 3.4))
+    grid = fig.add_gridspec(2, 4 + len(masks), height_ratios=[1, 0.25])
+    panels = [(lq[0], "I_lq (blind LQ)"), (restored.d3d[0], "I_3d: regressor → 257\ncoeffs → mesh → render")]
     panels += [(m, f"AFFB mask M, {r} px\n(1 = take F_lq)") for r, m in masks.items()]
     panels += [(restored.output[0], "I: SGPN output"), (hq[0], "I_hq (ground truth)")]
     for column, (image, title) in enumerate(panels):
@@ -88,9 +88,9 @@ def pipeline(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
         ax.axis("off")
     text = fig.add_subplot(grid[1, :])
     text.axis("off")
-    text.text(0.5, 0.5, "I_lq → shape restoration module → I_3d, z_3d;  encoder (shared) → F_lq, F_3d, "
-              "z_lq, z_3d;  mapping(z_lq, z_3d, coeffs) → w;  StyleGAN2 decoder: at every resolution "
-              "AFFB mixes F_lq and F_3d with M → I", ha="center", va="center", fontsize=9)
+    text.text(0.5, 0.5, "I_lq → shape restoration module → I_3d and its 257 coefficients;   shared encoder on "
+              "I_lq and I_3d → F_lq, F_3d and two codes;   mapping(codes, coefficients) → w\nStyleGAN2 decoder driven by w: at every "
+              "resolution AFFB mixes F = M·F_lq + (1 − M)·F_3d  →  I", ha="center", va="center", fontsize=9)
     fig.suptitle(f"SGPN pipeline on held-out face {index} (kit's tiny model, 64 px)", fontsize=11)
     return [_save(fig, out_dir / "pipeline.png")]
 
