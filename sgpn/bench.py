@@ -124,6 +124,8 @@ def bench_train(config: str = "configs/tiny.yaml", out: str | None = None) -> di
     import subprocess
     import sys
     import tempfile
+    from contextlib import nullcontext
+
     import yaml
 
     root = Path(__file__).resolve().parents[1]
@@ -132,10 +134,10 @@ def bench_train(config: str = "configs/tiny.yaml", out: str | None = None) -> di
     teacher = Path(settings["model"]["init_args"]["teacher_ckpt"])
     teacher = teacher if teacher.is_absolute() else root / teacher
     load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="sgpn-bench-train-") as scratch:
-        if out is not None:
-            scratch = str(Path(out).resolve())
-            Path(scratch).mkdir(parents=True, exist_ok=True)
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    folder = nullcontext(str(Path(out).resolve())) if out else tempfile.TemporaryDirectory(prefix="sgpn-bench-train-")
+    with folder as scratch:
         command = [sys.executable, "-m", "sgpn.cli", "fit", "--config", str(config_path),
                    "--model.init_args.teacher_ckpt", str(teacher),
                    "--trainer.enable_progress_bar", "false"]

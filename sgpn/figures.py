@@ -34,7 +34,7 @@ from sgpn.evaluation import (  # noqa: E402
 )
 from sgpn.face_model import load_face_model  # noqa: E402
 from sgpn.renderer import Renderer  # noqa: E402
-from sgpn.visualize import render_faces, show_images  # noqa: E402
+from sgpn.visualize import ablation_chart, render_faces, show_images  # noqa: E402
 
 #: Held-out faces used by the figures (the evaluation tables use the full test set).
 NUM_IMAGES = 256
@@ -54,6 +54,17 @@ def _faces(num_images: int, occluder_prob: float = 0.5):
     return synthetic_faces(64, num_images, occluder_prob)
 
 
+@lru_cache(maxsize=16)
+def _test_set(num_images: int, task: str, occluder_prob: float = 0.5) -> dict:
+    """The held-out faces degraded for ``task``, drawn once for all figures (read-only)."""
+    return degraded_test_set(_faces(num_images, occluder_prob), task)
+
+
+@lru_cache(maxsize=len(VARIANTS))
+def _model(name: str = "full SGPN"):
+    return load_kit(name)
+
+
 def faces_overview(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
     """The mean face and random faces of the default face model (the README picture)."""
     model = load_face_model()
@@ -68,10 +79,9 @@ def faces_overview(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
 
 def pipeline(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
     """SGPN's pipeline on one held-out face with sunglasses, every panel a real tensor."""
-    full = load_kit("full SGPN")
-    faces = _faces(num_images, 1.0)
-    test_set = degraded_test_set(faces, "blind")
-    index = next(i for i in range(len(faces)) if test_set["occluder_mask"][i].mean() > 0.05)
+    full = _model()
+    test_set = _test_set(num_images, "blind", 1.0)
+    index = next(i for i in range(num_images) if test_set["occluder_mask"][i].mean() > 0.05)
     lq, hq = test_set["lq"][index:index + 1], test_set["hq"][index:index + 1]
     restored = full.restore(lq)
     masks = {res: m.mean(1)[0] for (res, block), m in sorted(restored.masks.items()) if block == 1 and res >= 16}
@@ -97,12 +107,11 @@ def pipeline(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
 
 def degradations(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
     """Each task's input for the same faces, with the drawn parameters as captions."""
-    faces = _faces(num_images)
     shown = list(SHOWN[:4])
-    rows = {"HQ": degraded_test_set(faces, "blind")["hq"]}
+    rows = {"HQ": _test_set(num_images, "blind")["hq"]}
     captions = {"HQ": [""] * len(shown)}
     for task in ("blind", "sr4", "sr8", "sr16", "inpaint"):
-        test_set = degraded_test_set(faces, task)
+        test_set = _test_set(num_images, task)
         rows[task] = test_set["lq"]
         captions[task] = [describe(test_set["degradation"][i]) for i in shown]
     images = [rows[task][i] for i in shown for task in rows]
@@ -115,12 +124,11 @@ def degradations(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
 
 def restoration(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
     """LQ / I_3d / output / GT for blind restoration and SR ×4, ×8, ×16 (full tiny SGPN)."""
-    full = load_kit("full SGPN")
-    faces = _faces(num_images)
+    full = _model()
     shown = list(SHOWN[:4])
     images, titles = [], []
     for task in ("blind", "sr4", "sr8", "sr16"):
-        test_set = degraded_test_set(faces, task)
+        test_set = _test_set(num_images, task)
         lq = test_set["lq"][shown]
         restored = full.restore(lq)
         for i in range(len(shown)):
@@ -136,8 +144,8 @@ def restoration(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
 
 def inpainting(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
     """Masked input / output / GT (the kit's models were trained for blind restoration only)."""
-    full = load_kit("full SGPN")
-    test_set = degraded_test_set(_faces(num_images), "inpaint")
+    full = _model()
+    test_set = _test_set(num_images, "inpaint")
     shown = list(SHOWN[:4])
     lq = test_set["lq"][shown]
     output = full.restore(lq).output
@@ -149,8 +157,8 @@ def inpainting(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
 
 def affb_masks(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
     """Channel-mean AFFB masks at 16/32/64 px on occluded faces, and the occluder/skin ratio."""
-    full = load_kit("full SGPN")
-    test_set = degraded_test_set(_faces(num_images, 1.0), "blind")
+    full = _model()
+    test_set = _test_set(num_images, "blind", 1.0)
     stats = affb_statistics(full, test_set)
     shown = list(SHOWN[:5])
     images, titles = [], []
@@ -177,7 +185,7 @@ def affb_masks(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
 def shape_from_lq_figure(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
     """Teacher (HQ-trained) against the jointly trained and the separately fine-tuned regressor
     on LQ faces, against ground truth, at each degradation level: a table and a chart."""
-    full, variant_c = load_kit("full SGPN"), load_kit("C: no mesh losses")
+    full, variant_c = _model(), _model("C: no mesh losses")
     priors = {"teacher (trained on HQ)": full.teacher, "jointly trained (full SGPN)": full.shape_prior,
               "fine-tuned separately (variant C)": variant_c.shape_prior}
     evaluation = shape_from_lq(priors, _faces(num_images))
@@ -201,24 +209,14 @@ def shape_from_lq_figure(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Pa
 def ablation(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
     """The evaluation table over every task for the full model and variants A, B, C, and a
     chart of the blind-restoration rows."""
-    modules = {name: load_kit(name) for name in VARIANTS}
-    faces = _faces(num_images)
-    test_sets = {task: degraded_test_set(faces, task) for task in ("blind", "sr4", "sr8", "sr16", "inpaint")}
+    modules = {name: _model(name) for name in VARIANTS}
+    test_sets = {task: _test_set(num_images, task) for task in ("blind", "sr4", "sr8", "sr16", "inpaint")}
     evaluation = evaluate(modules, test_sets, teacher=modules["full SGPN"].teacher, progress=False)
     evaluation.notes.append("Every model is the kit's tiny 64 px SGPN trained for blind restoration "
                             "with the same seed and budget (`make ablation`); the SR and inpainting "
                             "rows test them on inputs they were not trained for.")
     paths = evaluation.write(out_dir, "ablation", caption=f"Ablation on {num_images} synthetic held-out faces.")
-    methods = ["LQ input", *VARIANTS]
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3))
-    for ax, metric, title in zip(axes, ("psnr", "ssim", "nme"), ("PSNR ↑", "SSIM ↑", "NME ↓")):
-        values = [evaluation.value("blind", m, metric) for m in methods]
-        ax.bar(range(len(methods)), values, color=["grey", "C0", "C1", "C2", "C3"])
-        ax.set_xticks(range(len(methods)), methods, rotation=20, fontsize=7, ha="right")
-        ax.set_title(f"blind restoration: {title}")
-        low = min(values)
-        ax.set_ylim(low * 0.9 if metric != "nme" else 0, max(values) * 1.02)
-    fig.tight_layout()
+    fig = ablation_chart(evaluation, ["LQ input", *VARIANTS])
     return paths + [_save(fig, out_dir / "ablation.svg")]
 
 

@@ -71,3 +71,19 @@ def render_faces(model: FaceModel, renderer: Renderer, coeffs: torch.Tensor) -> 
 def default_light_factor() -> float:
     """What zero lighting coefficients multiply the albedo by: 0.8 * a0 * c0."""
     return DEFAULT_LIGHT * float(FaceModel.sh_basis(torch.tensor([0.0, 0.0, 1.0]))[0])
+
+
+def ablation_chart(evaluation, methods: list[str], task: str = "blind"):
+    """PSNR, SSIM and landmark NME of ``methods`` (rows of a :class:`sgpn.evaluation.Evaluation`)
+    on one task, as three bar charts."""
+    from sgpn.evaluation import TASK_TITLES
+
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3))
+    for ax, metric, title in zip(axes, ("psnr", "ssim", "nme"), ("PSNR ↑", "SSIM ↑", "NME ↓")):
+        values = [evaluation.value(task, m, metric) for m in methods]
+        ax.bar(range(len(methods)), values, color=["grey", *(f"C{i}" for i in range(len(methods) - 1))])
+        ax.set_xticks(range(len(methods)), methods, rotation=20, fontsize=7, ha="right")
+        ax.set_title(f"{TASK_TITLES.get(task, task)}: {title}")
+        ax.set_ylim(min(values) * 0.9 if metric != "nme" else 0, max(values) * 1.02)
+    fig.tight_layout()
+    return fig

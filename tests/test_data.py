@@ -16,7 +16,7 @@ from sgpn.data import EpochSampler, FaceDataModule, FaceFolder, SyntheticFaces
 from sgpn.face_model import load_face_model
 from sgpn.renderer import Renderer
 
-KEYS = {"hq", "coeffs", "landmarks", "occluder_mask", "face_mask", "index"}
+KEYS = {"hq", "coeffs", "landmarks", "occluder_mask", "face_mask", "occluders", "index"}
 SMALL_BLUR = {"kernel_size": 7, "sigma": (0.1, 2.0)}  # the 41-tap default needs images over 40 px
 
 
@@ -87,6 +87,7 @@ def test_occluder_mask_follows_occluder_prob(model):
         assert (covered["occluder_mask"] <= covered["face_mask"]).all()  # only over the face
         assert clear["occluder_mask"].sum() == 0
         assert torch.equal(covered["coeffs"], clear["coeffs"])  # same face underneath
+        assert 1 <= covered["occluders"].sum() <= 2 and not clear["occluders"].any()
 
 
 def test_cache_returns_identical_copies(model):

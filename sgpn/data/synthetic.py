@@ -56,7 +56,8 @@ class SyntheticFaces(Dataset):
     Items are dicts: ``hq`` ``(3, S, S)`` in [0, 1] (8-bit levels, like a photo), ``coeffs``
     ``(257,)`` (exact), ``landmarks`` ``(68, 2)`` in pixels at ``S`` (projected model keypoints,
     also where occluded), ``occluder_mask`` ``(1, S, S)`` in {0, 1} (an occluder covers a pixel
-    of the rendered face), ``face_mask`` ``(1, S, S)`` (render coverage) and ``index``.
+    of the rendered face), ``face_mask`` ``(1, S, S)`` (render coverage), ``occluders``
+    ``(5,)`` bool (which of :data:`OCCLUDERS` the face wears) and ``index``.
 
     ``face_model`` defaults to :func:`sgpn.face_model.load_face_model` and must live on the CPU.
     ``cache`` keeps every item drawn, compactly (8-bit image, boolean masks), and returns copies
@@ -220,6 +221,7 @@ class _Painter:
         image = over(image, hair_image, hair_front)
 
         occluded = torch.zeros_like(self.mask)
+        kinds: list[str] = []
         if d.chance(self.dataset.occluder_prob):
             kinds = [d.choice(OCCLUDERS)]
             if d.chance(0.25):
@@ -230,7 +232,8 @@ class _Painter:
                 occluded = torch.maximum(occluded, alpha)
         hq = (image.clamp(0, 1) * 255).round() / 255
         return dict(hq=hq, occluder_mask=((occluded > 0.5) & (self.mask > 0)).float(),
-                    face_mask=self.mask.clone())
+                    face_mask=self.mask.clone(),
+                    occluders=torch.tensor([kind in kinds for kind in OCCLUDERS]))
 
     # -- the face ----------------------------------------------------------------------------
 
