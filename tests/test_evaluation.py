@@ -14,6 +14,7 @@ from PIL import Image
 
 from sgpn.cli import main
 from sgpn.evaluation import (
+    BOUND_METHODS,
     DEGRADATION_LEVELS,
     affb_statistics,
     checkpoint_method,
@@ -22,6 +23,7 @@ from sgpn.evaluation import (
     folder_pair_test_set,
     nearest_input,
     parse_checkpoints,
+    restoration_bounds,
     shape_from_lq,
     synthetic_faces,
 )
@@ -182,3 +184,22 @@ def test_checkpoint_method_returns_output_and_prior_coefficients(blind):
     output, coeffs = checkpoint_method(micro_module())(blind)
     assert output.shape == blind["hq"].shape and coeffs.shape == (6, 257)
     assert 0 <= output.min() and output.max() <= 1
+
+
+def test_restoration_bounds_hand_each_reconstruction_one_piece_of_truth(faces, blind):
+    bounds = restoration_bounds(faces, batch_size=4)
+    assert [row.method for row in bounds.rows] == list(BOUND_METHODS)
+    psnr = {BOUND_METHODS[row.method]: row.results["psnr"].value for row in bounds.rows}
+    suite = MetricSuite(lpips=False, fid=False)
+    suite.update(blind["lq"], blind["hq"])
+    assert psnr["lq"] == pytest.approx(suite.compute()["psnr"].value)
+    # the true face on the visible pixels can only help; without noise and JPEG the same blur
+    # and downsampling are left (same draws), which is closer to the truth
+    assert psnr["lq_with_face"] > psnr["lq"]
+    assert psnr["lq_noise_free"] > psnr["lq"]
+    noise_free = degraded_test_set(faces, "blind", {"reference_size": 512, "noise": None, "jpeg_quality": None},
+                                   batch_size=4)
+    for params, clean in zip(blind["degradation"], noise_free["degradation"]):
+        assert (params["sigma_x"], params["downscale"]) == (clean["sigma_x"], clean["downscale"])
+    assert math.isfinite(psnr["lq_with_render"])
+    assert "visible face" in bounds.markdown()
