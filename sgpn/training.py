@@ -32,6 +32,7 @@ the network's [-1, 1] here.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
@@ -531,6 +532,8 @@ class SGPNModule(L.LightningModule):
     only λ_adv, λ_lm and λ_vt, relative to L_rec). ``feature_scale_init``: the starting value of the scalar s that lets F_lq / F_3d into the
     decoder. The release's 0 starts as a plain StyleGAN2 decoder that ignores the input until
     s grows; 1 lets the features in from the first step, which a run of minutes needs.
+    ``lr_decay="cosine"`` anneals both learning rates to 0 over the run (its epochs, or
+    ``max_steps``); the paper keeps them constant (``None``).
     """
 
     def __init__(self, generator: str | dict = "tiny", fusion: str = "affb",
@@ -541,8 +544,11 @@ class SGPNModule(L.LightningModule):
                  shape_prior_lr: float = 1e-4, betas: tuple[float, float] = (0.0, 0.99),
                  lambda_adv: float = 1.0, lambda_lm: float = 100.0, lambda_mesh: float = 100.0,
                  perceptual: str = "auto", lambda_l1: float = 1.0, lambda_perceptual: float = 1.0,
-                 r1_gamma: float = 10.0, r1_every: int = 16, feature_scale_init: float = 0.0):
+                 r1_gamma: float = 10.0, r1_every: int = 16, feature_scale_init: float = 0.0,
+                 lr_decay: str | None = None):
         super().__init__()
+        if lr_decay not in (None, "cosine"):
+            raise ValueError(f"lr_decay must be None or 'cosine', got {lr_decay!r}")
         if mesh_losses and teacher_ckpt is None:
             raise ValueError("SGPN's mesh losses (L_3dlm, L_mesh) need a frozen teacher: set "
                              "teacher_ckpt to a teacher or D3DFR checkpoint (make checkpoints writes "
@@ -613,7 +619,25 @@ class SGPNModule(L.LightningModule):
         betas = tuple(hp.betas)
         opt_g = torch.optim.Adam(groups, betas=betas)
         opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=hp.d_lr or hp.lr, betas=betas)
-        return [opt_g, opt_d]
+        if hp.lr_decay is None:
+            return [opt_g, opt_d]
+        iterations = self.planned_iterations()
+        schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(o, iterations) for o in (opt_g, opt_d)]
+        return [opt_g, opt_d], schedulers
+
+    def planned_iterations(self) -> int:
+        """Iterations the trainer will run: its epochs' batches, or ``max_steps`` / 2 when that
+        comes first (Lightning counts each optimiser's step, two per iteration here)."""
+        trainer = self.trainer
+        iterations = trainer.estimated_stepping_batches  # also sets up the training loader
+        if trainer.max_steps > 0:
+            by_epochs = (trainer.num_training_batches * trainer.max_epochs
+                         if trainer.max_epochs is not None and trainer.max_epochs > 0 else math.inf)
+            iterations = min(math.ceil(trainer.max_steps / 2), by_epochs)
+        if not math.isfinite(iterations):
+            raise ValueError("lr_decay='cosine' needs a run of known length: set trainer.max_epochs "
+                             "(with a finite data loader) or trainer.max_steps")
+        return int(iterations)
 
     # -- the network ---------------------------------------------------------------------------
 
@@ -699,6 +723,8 @@ class SGPNModule(L.LightningModule):
             self.manual_backward(g_terms["g_total"])
             opt_g.step()
         self.iterations += 1
+        for scheduler in self.lr_schedulers() or []:
+            scheduler.step()
 
         logs = {f"train/{k}": v.detach() for k, v in {**d_terms, **g_terms}.items()}
         self.log_dict(logs, batch_size=len(hq))

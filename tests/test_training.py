@@ -102,6 +102,8 @@ def test_bad_inputs_get_clear_errors(tmp_path):
         SGPNModule(generator="tiny", teacher_ckpt=None)
     with pytest.raises(ValueError, match="perceptual must be one of"):
         SGPNModule(generator="tiny", mesh_losses=False, perceptual="lpips")
+    with pytest.raises(ValueError, match="lr_decay must be"):
+        SGPNModule(generator="tiny", mesh_losses=False, lr_decay="linear")
     if vgg16_weights_file() is None:
         assert resolve_perceptual("auto") == "feature_matching"
         with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
@@ -174,6 +176,11 @@ def test_fit_logs_losses_grids_and_a_checkpoint(micro_run):
     assert {p.name.split("_")[1] for p in images} == {"grid.png", "masks.png"}
     grid = Image.open([p for p in images if p.name.endswith("_grid.png")][-1])
     assert grid.width > 2 * 32 and grid.height >= 4 * 32  # LQ / I_3d / output / GT rows
+    # lr_decay: cosine, over the 9 iterations of 3 epochs x 3 batches: both rates end at 0
+    saved = torch.load(micro_run / "runs" / "micro" / "checkpoints" / "last.ckpt", map_location="cpu",
+                       weights_only=True)
+    assert [s["T_max"] for s in saved["lr_schedulers"]] == [9, 9]
+    assert all(s["last_epoch"] == 9 and max(s["_last_lr"]) < 1e-9 for s in saved["lr_schedulers"])
 
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch, micro_teacher, micro_run):
@@ -306,6 +313,7 @@ def test_kit_checkpoints_load_and_restore():
     torch.manual_seed(0)
     untrained = SGPNModule(**{k: v for k, v in module.hparams.items() if not k.startswith("_")}).eval()
     assert error < 0.5 * (untrained.restore(batch["lq"]).output - batch["hq"]).abs().mean()  # it was trained
+    assert error < 1.2 * (batch["lq"] - batch["hq"]).abs().mean()  # about as close as its input
     with torch.no_grad():
         coeffs = teacher.predict_coefficients(batch["hq"])
     assert vertex_error(teacher.face_model, coeffs, batch["coeffs"]).mean() < vertex_error(
