@@ -328,6 +328,13 @@ def vertex_error(face_model: FaceModel, predicted: torch.Tensor, target: torch.T
 # ----------------------------------------------------------------------------------------------
 
 
+def pixel_metrics() -> tuple[PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure]:
+    """The kit's PSNR (per image, then averaged over images) and SSIM on [0, 1] images, as
+    torchmetrics objects: validation logs and evaluation tables use the same definitions."""
+    return (PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3)),
+            StructuralSimilarityIndexMeasure(data_range=1.0))
+
+
 class MetricSuite(nn.Module):
     """Accumulates every metric over batches; :meth:`compute` gives one result per metric.
 
@@ -343,8 +350,7 @@ class MetricSuite(nn.Module):
                  fid_weights: str | os.PathLike | None = None, fid_features: int = 2048,
                  teacher: nn.Module | None = None, face_model: FaceModel | None = None):
         super().__init__()
-        self.psnr = PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3))
-        self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
+        self.psnr, self.ssim = pixel_metrics()
         self.unavailable: dict[str, str] = {}
         self.lpips = self.fid = None
         if lpips:

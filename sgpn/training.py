@@ -42,13 +42,12 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
-from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from sgpn import camera, coefficients
 from sgpn.discriminator import Discriminator
 from sgpn.face_model import FaceModel, load_face_model
 from sgpn.generator import FeatureInjection, SGPNGenerator, get_config
-from sgpn.metrics import teacher_nme, vertex_error
+from sgpn.metrics import pixel_metrics, teacher_nme, vertex_error
 from sgpn.regressor import CoefficientRegressor
 from sgpn.shape_prior import ShapePrior
 
@@ -333,14 +332,12 @@ def frozen(module: nn.Module) -> nn.Module:
 
 
 class ImageMetrics(nn.Module):
-    """Per-image PSNR and SSIM (torchmetrics) of the output and of the LQ input, on [0, 1]."""
+    """PSNR and SSIM (:func:`~sgpn.metrics.pixel_metrics`) of the output and of the LQ input."""
 
     def __init__(self):
         super().__init__()
-        self.psnr = PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3))
-        self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0)
-        self.psnr_lq = PeakSignalNoiseRatio(data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3))
-        self.ssim_lq = StructuralSimilarityIndexMeasure(data_range=1.0)
+        self.psnr, self.ssim = pixel_metrics()
+        self.psnr_lq, self.ssim_lq = pixel_metrics()
 
     def update(self, output: torch.Tensor, lq: torch.Tensor, hq: torch.Tensor) -> dict:
         self.psnr.update(output, hq)
