@@ -192,14 +192,19 @@ def bench_affb(checkpoint: str = "kit_checkpoints/sgpn_tiny.ckpt", num_images: i
             "target_met": all(stats.ratio[r] >= 1.5 for r in top)}
 
 
-def bench_bounds(size: int = 64, num_images: int = 256) -> dict:
-    """PSNR and SSIM on the blind test set of ``bench train`` for the LQ input and the cheating
-    reconstructions of :func:`sgpn.evaluation.restoration_bounds`: what the ``+3 dB`` target of
-    the tiny run asks, put next to what a perfect denoiser or face restorer would reach."""
-    from sgpn.evaluation import BOUND_METHODS, restoration_bounds, synthetic_faces
+def bench_bounds(config: str = "configs/tiny.yaml") -> dict:
+    """PSNR and SSIM on the held-out set of ``bench train`` (the config's test split and
+    degradation) for the LQ input and the cheating reconstructions of
+    :func:`sgpn.evaluation.restoration_bounds`: what the ``+3 dB`` target of the tiny run asks,
+    put next to what a perfect denoiser or face restorer would reach."""
+    from sgpn.evaluation import BOUND_METHODS, data_settings, restoration_bounds, synthetic_faces
 
-    bounds = restoration_bounds(synthetic_faces(size, num_images))
-    return {"images": num_images,
+    settings = data_settings(Path(__file__).resolve().parents[1] / config)
+    options = settings.pop("options")
+    if set(options) != {"blind"}:
+        raise ValueError(f"{config} trains on {sorted(options)}; the bounds are for blind restoration")
+    bounds = restoration_bounds(synthetic_faces(**settings), options["blind"])
+    return {"config": config, "images": settings["num_images"],
             **{metric: {BOUND_METHODS[row.method]: round(row.results[metric].value, 2 if metric == "psnr" else 4)
                         for row in bounds.rows} for metric in ("psnr", "ssim")}}
 
