@@ -12,6 +12,9 @@ from typing import Callable
 
 import torch
 
+#: The kit's root: benchmarks name configs and checkpoints relative to it.
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def median_ms(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
     """Median wall time of ``fn`` in milliseconds after ``warmup`` untimed calls."""
@@ -128,11 +131,10 @@ def bench_train(config: str = "configs/tiny.yaml", out: str | None = None) -> di
 
     import yaml
 
-    root = Path(__file__).resolve().parents[1]
-    config_path = (root / config).resolve()
+    config_path = (ROOT / config).resolve()
     settings = yaml.safe_load(config_path.read_text())
     teacher = Path(settings["model"]["init_args"]["teacher_ckpt"])
-    teacher = teacher if teacher.is_absolute() else root / teacher
+    teacher = ROOT / teacher  # an absolute path stays as it is
     load_before = os.getloadavg()[0]
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
@@ -179,31 +181,27 @@ def bench_affb(checkpoint: str = "kit_checkpoints/sgpn_tiny.ckpt", num_images: i
     from sgpn.evaluation import affb_statistics, degraded_test_set, synthetic_faces
     from sgpn.training import load_sgpn
 
-    root = Path(__file__).resolve().parents[1]
-    path = Path(checkpoint) if Path(checkpoint).is_absolute() else root / checkpoint
+    path = ROOT / checkpoint  # an absolute checkpoint path stays as it is
     module = load_sgpn(path)
     faces = synthetic_faces(module.size, num_images, occluder_prob=1.0)
     stats = affb_statistics(module, degraded_test_set(faces, "blind"))
     top = sorted(stats.ratio)[-2:]
-    return {"checkpoint": checkpoint, "images": stats.num_images,
-            "ratio": {str(r): round(v, 3) for r, v in stats.ratio.items()},
-            "occluder_mean": {str(r): round(v, 4) for r, v in stats.occluder.items()},
-            "skin_mean": {str(r): round(v, 4) for r, v in stats.skin.items()},
+    return {"checkpoint": checkpoint, **stats.summary(),
             "target_met": all(stats.ratio[r] >= 1.5 for r in top)}
 
 
 def bench_bounds(config: str = "configs/tiny.yaml") -> dict:
     """PSNR and SSIM on the held-out set of ``bench train`` (the config's test split and
     degradation) for the LQ input and the cheating reconstructions of
-    :func:`sgpn.evaluation.restoration_bounds`: what the ``+3 dB`` target of the tiny run asks,
+    :func:`sgpn.evaluation.bound_reconstructions`: what the ``+3 dB`` target of the tiny run asks,
     put next to what a perfect denoiser or face restorer would reach."""
-    from sgpn.evaluation import BOUND_METHODS, data_settings, restoration_bounds, synthetic_faces
+    from sgpn.evaluation import BOUND_METHODS, bound_reconstructions, data_settings, restoration_bounds, synthetic_faces
 
-    settings = data_settings(Path(__file__).resolve().parents[1] / config)
+    settings = data_settings(ROOT / config)
     options = settings.pop("options")
     if set(options) != {"blind"}:
         raise ValueError(f"{config} trains on {sorted(options)}; the bounds are for blind restoration")
-    bounds = restoration_bounds(synthetic_faces(**settings), options["blind"])
+    bounds = restoration_bounds(bound_reconstructions(synthetic_faces(**settings), options["blind"]))
     return {"config": config, "images": settings["num_images"],
             **{metric: {BOUND_METHODS[row.method]: round(row.results[metric].value, 2 if metric == "psnr" else 4)
                         for row in bounds.rows} for metric in ("psnr", "ssim")}}

@@ -342,16 +342,17 @@ BOUND_METHODS = {
 
 
 @torch.no_grad()
-def restoration_bounds(faces, degradation_kwargs: dict | None = None,
-                       batch_size: int = 64) -> Evaluation:
-    """How much a restorer could gain on the blind test set, from reconstructions that cheat.
+def bound_reconstructions(faces, degradation_kwargs: dict | None = None,
+                          batch_size: int = 64) -> dict[str, torch.Tensor]:
+    """The blind test set (``degraded_test_set``) plus the reconstructions that cheat, under the
+    keys of :data:`BOUND_METHODS`, and ``visible``: the rendered face not under an occluder.
 
-    Each row keeps the LQ image and hands it one piece of the truth: the same blur and
+    Each keeps the LQ image and is handed one piece of the truth: the same blur and
     downsampling without the noise and JPEG (what a perfect denoiser would recover), the exact
     3DMM render of the true coefficients pasted on the visible face (a perfect shape prior
     used as is: it lacks the skin detail, eyes and lighting nuances of the photo-like HQ), or
     the true HQ pixels on the visible face (face restored perfectly, hair, background and
-    occluders left as degraded). PSNR and SSIM only.
+    occluders left as degraded).
     """
     from sgpn.face_model import load_face_model
     from sgpn.renderer import Renderer
@@ -366,14 +367,20 @@ def restoration_bounds(faces, degradation_kwargs: dict | None = None,
     visible = test_set["face_mask"] * (1 - test_set["occluder_mask"])
     lq = test_set["lq"]
     test_set.update(lq_noise_free=noise_free["lq"], lq_with_render=torch.lerp(lq, render, visible),
-                    lq_with_face=torch.lerp(lq, test_set["hq"], visible))
+                    lq_with_face=torch.lerp(lq, test_set["hq"], visible), visible=visible)
+    return test_set
+
+
+def restoration_bounds(reconstructions: Mapping[str, torch.Tensor], batch_size: int = 64) -> Evaluation:
+    """How much a restorer could gain on the blind test set: PSNR and SSIM of the LQ input and
+    of the cheating reconstructions of :func:`bound_reconstructions`."""
     evaluation = Evaluation(metrics=("psnr", "ssim"))
     for name, key in BOUND_METHODS.items():
-        results, count = score(lambda batch, key=key: (batch[key], None), test_set,
+        results, count = score(lambda batch, key=key: (batch[key], None), reconstructions,
                                lpips=False, fid=False, batch_size=batch_size)
         evaluation.rows.append(Row("blind", name, results, count))
-    evaluation.notes.append(f"visible face: {visible.mean().item():.1%} of the pixels (rendered face "
-                            f"not covered by an occluder)")
+    evaluation.notes.append(f"visible face: {reconstructions['visible'].mean().item():.1%} of the pixels (rendered "
+                            f"face not covered by an occluder)")
     return evaluation
 
 
@@ -390,6 +397,14 @@ class AFFBStatistics:
     @property
     def ratio(self) -> dict[int, float]:
         return {r: self.occluder[r] / self.skin[r] for r in self.occluder}
+
+    def summary(self) -> dict:
+        """The pooled numbers, JSON-friendly (keys are resolutions as strings)."""
+        def rounded(values):
+            return {str(r): round(v, 4) for r, v in values.items()}
+
+        return {"images": self.num_images, "ratio": rounded(self.ratio),
+                "occluder_mean": rounded(self.occluder), "skin_mean": rounded(self.skin)}
 
 
 @torch.no_grad()

@@ -24,6 +24,8 @@ import torch  # noqa: E402
 from sgpn.degradations import describe  # noqa: E402
 from sgpn.evaluation import (  # noqa: E402
     KIT_DIR,
+    METRIC_TITLES,
+    TASKS,
     VARIANTS,
     affb_statistics,
     degraded_test_set,
@@ -110,7 +112,7 @@ def degradations(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
     shown = list(SHOWN[:4])
     rows = {"HQ": _test_set(num_images, "blind")["hq"]}
     captions = {"HQ": [""] * len(shown)}
-    for task in ("blind", "sr4", "sr8", "sr16", "inpaint"):
+    for task in TASKS:
         test_set = _test_set(num_images, task)
         rows[task] = test_set["lq"]
         captions[task] = [describe(test_set["degradation"][i]) for i in shown]
@@ -174,11 +176,8 @@ def affb_masks(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
                  f"the mean mask over {stats.num_images} faces: {ratios}", fontsize=8)
     fig.tight_layout()
     paths = [_save(fig, out_dir / "affb_masks.png")]
-    summary = {"images": stats.num_images, "ratio": {str(r): round(v, 4) for r, v in stats.ratio.items()},
-               "occluder_mean": {str(r): round(v, 4) for r, v in stats.occluder.items()},
-               "skin_mean": {str(r): round(v, 4) for r, v in stats.skin.items()}}
     path = out_dir / "affb_ratios.json"
-    path.write_text(json.dumps(summary, indent=1) + "\n")
+    path.write_text(json.dumps(stats.summary(), indent=1) + "\n")
     return paths + [path]
 
 
@@ -200,7 +199,7 @@ def shape_from_lq_figure(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Pa
             values = [evaluation.value(level, name, metric) for level in levels]
             ax.bar([x + k * width for x in range(len(levels))], values, width, label=name)
         ax.set_xticks([x + width * (len(priors) - 1) / 2 for x in range(len(levels))], levels, fontsize=7)
-        ax.set_title({"vertex_error": "vertex error ↓", "nme": "landmark NME ↓"}[metric])
+        ax.set_title(METRIC_TITLES[metric])
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     return paths + [_save(fig, out_dir / "shape_from_lq.svg")]
@@ -210,7 +209,7 @@ def ablation(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
     """The evaluation table over every task for the full model and variants A, B, C, and a
     chart of the blind-restoration rows."""
     modules = {name: _model(name) for name in VARIANTS}
-    test_sets = {task: _test_set(num_images, task) for task in ("blind", "sr4", "sr8", "sr16", "inpaint")}
+    test_sets = {task: _test_set(num_images, task) for task in TASKS}
     evaluation = evaluate(modules, test_sets, teacher=modules["full SGPN"].teacher, progress=False)
     evaluation.notes.append("Every model is the kit's tiny 64 px SGPN trained for blind restoration "
                             "with the same seed and budget (`make ablation`); the SR and inpainting "

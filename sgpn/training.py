@@ -526,9 +526,10 @@ class SGPNModule(L.LightningModule):
     ``fusion`` selects the full model or variants A/B. ``regressor`` gives the shape prior's
     backbone and input size, which must match the teacher checkpoint's.
     ``lambda_l1`` and ``lambda_perceptual`` weigh the two parts of L_rec (the paper gives
-    only λ_adv, λ_lm and λ_vt, relative to L_rec). ``feature_scale_init``: the starting value of the scalar s that lets F_lq / F_3d into the
-    decoder. The release's 0 starts as a plain StyleGAN2 decoder that ignores the input until
-    s grows; 1 lets the features in from the first step, which a run of minutes needs.
+    only λ_adv, λ_lm and λ_vt, relative to L_rec). ``feature_scale_init``: the starting value
+    of the scalar s that lets F_lq / F_3d into the decoder. The release's 0 starts as a plain
+    StyleGAN2 decoder that ignores the input until s grows; 1 lets the features in from the
+    first step, which a run of minutes needs.
     ``lr_decay="cosine"`` anneals both learning rates to 0 over the run (its epochs, or
     ``max_steps``); the paper keeps them constant (``None``).
     """

@@ -76,14 +76,14 @@ def default_light_factor() -> float:
 def ablation_chart(evaluation, methods: list[str], task: str = "blind"):
     """PSNR, SSIM and landmark NME of ``methods`` (rows of a :class:`sgpn.evaluation.Evaluation`)
     on one task, as three bar charts."""
-    from sgpn.evaluation import TASK_TITLES
+    from sgpn.evaluation import METRIC_TITLES, TASK_TITLES
 
     fig, axes = plt.subplots(1, 3, figsize=(11, 3))
-    for ax, metric, title in zip(axes, ("psnr", "ssim", "nme"), ("PSNR ↑", "SSIM ↑", "NME ↓")):
+    for ax, metric in zip(axes, ("psnr", "ssim", "nme")):
         values = [evaluation.value(task, m, metric) for m in methods]
         ax.bar(range(len(methods)), values, color=["grey", *(f"C{i}" for i in range(len(methods) - 1))])
         ax.set_xticks(range(len(methods)), methods, rotation=20, fontsize=7, ha="right")
-        ax.set_title(f"{TASK_TITLES.get(task, task)}: {title}")
+        ax.set_title(f"{TASK_TITLES.get(task, task)}: {METRIC_TITLES[metric]}")
         ax.set_ylim(min(values) * 0.9 if metric != "nme" else 0, max(values) * 1.02)
     fig.tight_layout()
     return fig

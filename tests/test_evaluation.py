@@ -17,6 +17,7 @@ from sgpn.evaluation import (
     BOUND_METHODS,
     DEGRADATION_LEVELS,
     affb_statistics,
+    bound_reconstructions,
     checkpoint_method,
     degraded_test_set,
     evaluate,
@@ -187,7 +188,7 @@ def test_checkpoint_method_returns_output_and_prior_coefficients(blind):
 
 
 def test_restoration_bounds_hand_each_reconstruction_one_piece_of_truth(faces, blind):
-    bounds = restoration_bounds(faces, batch_size=4)
+    bounds = restoration_bounds(bound_reconstructions(faces, batch_size=4), batch_size=4)
     assert [row.method for row in bounds.rows] == list(BOUND_METHODS)
     psnr = {BOUND_METHODS[row.method]: row.results["psnr"].value for row in bounds.rows}
     suite = MetricSuite(lpips=False, fid=False)
