@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: venv lab test bench figures checkpoints ablation clean-venv
+.PHONY: venv lab test bench figures checkpoints shape-prior ablation clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,24 +23,29 @@ test: venv
 
 ## make bench: print the benchmark JSON lines
 bench: venv
-	$(BIN)/sgpn bench raster explorer
+	$(BIN)/sgpn bench raster explorer shape
 
 ## make figures: regenerate figures/ headless from the kit's checkpoints
 figures: venv
 	$(BIN)/sgpn figures --out figures
 
-## make checkpoints: train the kit's teacher and tiny SGPN on the CPU, copy them to kit_checkpoints/
-checkpoints: venv
-	$(BIN)/sgpn fit --config configs/teacher_tiny.yaml
-	$(BIN)/sgpn export runs/teacher_tiny/checkpoints/last.ckpt kit_checkpoints/teacher_tiny.ckpt
+## make checkpoints: train the kit's teacher (<= 30 min), its LQ fine-tune (<= 20 min) and tiny
+## SGPN on the CPU, copy them to kit_checkpoints/
+checkpoints: shape-prior
 	$(BIN)/sgpn fit --config configs/tiny.yaml
 	$(BIN)/sgpn export --compact runs/tiny/checkpoints/last.ckpt kit_checkpoints/sgpn_tiny.ckpt
 	cp "$$(ls -d runs/tiny/version_* | sort -V | tail -1)/metrics.csv" kit_checkpoints/sgpn_tiny_metrics.csv
 
+## make shape-prior: the teacher and the LQ regressor alone (sgpn bench shape measures them)
+shape-prior: venv
+	$(BIN)/sgpn fit --config configs/teacher_tiny.yaml
+	$(BIN)/sgpn export runs/teacher_tiny/checkpoints/last.ckpt kit_checkpoints/teacher_tiny.ckpt
+	$(BIN)/sgpn fit --config configs/finetune_lq_tiny.yaml
+	$(BIN)/sgpn export runs/finetune_lq_tiny/checkpoints/last.ckpt kit_checkpoints/regressor_lq_tiny.ckpt
+
 ## make ablation: train variants A, B, C like the tiny SGPN (same seed and budget), then evaluate
 ABLATION := a_no_f3d b_no_affb c_no_mesh_losses
 ablation: venv
-	$(BIN)/sgpn fit --config configs/finetune_lq_tiny.yaml
 	for variant in $(ABLATION); do \
 	  $(BIN)/sgpn fit --config configs/tiny.yaml --config configs/ablation/$$variant.yaml && \
 	  $(BIN)/sgpn export --compact runs/tiny_$$variant/checkpoints/last.ckpt kit_checkpoints/sgpn_tiny_$$variant.ckpt \

@@ -207,6 +207,30 @@ def bench_bounds(config: str = "configs/tiny.yaml") -> dict:
                         for row in bounds.rows} for metric in ("psnr", "ssim")}}
 
 
+def bench_shape(teacher: str = "kit_checkpoints/teacher_tiny.ckpt",
+                regressor_lq: str = "kit_checkpoints/regressor_lq_tiny.ckpt", num_images: int = 256) -> dict:
+    """The shape prior against the ground truth of the synthetic held-out faces at the kit's
+    size and default blind degradation: the mean face, the teacher on HQ and on LQ faces, and
+    the LQ regressor (fine-tuned against the frozen teacher) on LQ faces. ``minutes``: the
+    training times the checkpoints record."""
+    from sgpn.evaluation import degraded_test_set, synthetic_faces
+    from sgpn.shape_accuracy import shape_rows
+    from sgpn.training import load_shape_prior, training_minutes
+
+    paths = {"teacher": ROOT / teacher, "regressor_lq": ROOT / regressor_lq}
+    priors = {name: load_shape_prior(path) for name, path in paths.items()}
+    size = priors["teacher"].frame_size
+    test_set = degraded_test_set(synthetic_faces(size, num_images), "blind")
+    rows = shape_rows(priors["teacher"], priors["regressor_lq"], test_set)
+
+    def rounded(value):
+        return {k: rounded(v) for k, v in value.items()} if isinstance(value, dict) else round(value, 4)
+
+    minutes = {name: training_minutes(path) for name, path in paths.items()}
+    return {"images": len(test_set["hq"]), "rows": rounded(rows),
+            "minutes": {name: None if m is None else round(m, 1) for name, m in minutes.items()}}
+
+
 BENCHMARKS: dict[str, Callable[[], dict]] = {
     "raster": bench_raster,
     "explorer": bench_explorer,
@@ -214,4 +238,5 @@ BENCHMARKS: dict[str, Callable[[], dict]] = {
     "train": bench_train,
     "affb": bench_affb,
     "bounds": bench_bounds,
+    "shape": bench_shape,
 }

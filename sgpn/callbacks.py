@@ -9,6 +9,7 @@ to TensorBoard.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
@@ -19,6 +20,18 @@ from PIL import Image, ImageDraw
 from torchvision.utils import make_grid
 
 LABEL_WIDTH = 64
+
+
+class TrainingBudget(L.pytorch.callbacks.Timer):
+    """Lightning's ``Timer`` with a budget in minutes: training stops when it is spent, and the
+    time trained so far goes into every checkpoint (across resumes); ``sgpn export`` keeps it
+    as ``training_minutes``. Only a float argument, because the CLI cannot parse ``Timer``'s
+    enum-typed defaults."""
+
+    def __init__(self, minutes: float):
+        if not minutes > 0:
+            raise ValueError(f"the training budget must be a positive number of minutes, got {minutes!r}")
+        super().__init__(duration=timedelta(minutes=minutes), interval="step", verbose=True)
 
 
 def labelled_grid(rows: dict[str, torch.Tensor], size: int | None = None, padding: int = 2) -> Image.Image:

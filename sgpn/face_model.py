@@ -35,6 +35,14 @@ BFM_ENV = "SGPN_BFM"
 #: D3DFR's default lighting: 0.8 on SH band 0 of every colour, added to gamma.
 DEFAULT_LIGHT = 0.8
 
+#: Where each first-order SH band lights the face from, as the viewer sees the image, for a
+#: positive coefficient: D3DFR's basis puts a minus sign on bands 1, 3, 5 and 7 (Y1 = -y, Y3 = -x
+#: up to a constant), so a positive band 1 brightens normals that point down. Camera space is
+#: x right, y up, z towards the viewer.
+LIGHT_DIRECTIONS: dict[str, tuple[int, float]] = {
+    "above": (1, -1.0), "below": (1, 1.0), "left": (3, 1.0), "right": (3, -1.0), "front": (2, 1.0),
+}
+
 _SH_A = (math.pi, 2 * math.pi / math.sqrt(3.0), 2 * math.pi / math.sqrt(8.0))
 _SH_C = (
     1 / math.sqrt(4 * math.pi),
@@ -319,6 +327,15 @@ class FaceModel(nn.Module):
             tint = normal(batch_size, 3, 9) * torch.tensor([0.03] + [0.01] * 8, device=device)
             parts["gamma"] = (white + tint).reshape(batch_size, 27)
         return coefficients.merge(**parts, batch_size=batch_size)
+
+
+def light_from(direction: str, strength: float) -> tuple[int, float]:
+    """The SH band and the coefficient on it that light the face from ``direction`` ("above",
+    "below", "left", "right" or "front", as the viewer sees the image) with ``strength``."""
+    if direction not in LIGHT_DIRECTIONS:
+        raise ValueError(f"unknown light direction {direction!r}; choose from {', '.join(LIGHT_DIRECTIONS)}")
+    band, sign = LIGHT_DIRECTIONS[direction]
+    return band, sign * strength
 
 
 def load_face_model(source: str | os.PathLike | None = None) -> FaceModel:

@@ -36,6 +36,7 @@ from sgpn.evaluation import (  # noqa: E402
 )
 from sgpn.face_model import load_face_model  # noqa: E402
 from sgpn.renderer import Renderer  # noqa: E402
+from sgpn.training import load_shape_prior  # noqa: E402
 from sgpn.visualize import ablation_chart, render_faces, show_images  # noqa: E402
 
 #: Held-out faces used by the figures (the evaluation tables use the full test set).
@@ -182,11 +183,13 @@ def affb_masks(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
 
 
 def shape_from_lq_figure(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
-    """Teacher (HQ-trained) against the jointly trained and the separately fine-tuned regressor
-    on LQ faces, against ground truth, at each degradation level: a table and a chart."""
-    full, variant_c = _model(), _model("C: no mesh losses")
-    priors = {"teacher (trained on HQ)": full.teacher, "jointly trained (full SGPN)": full.shape_prior,
-              "fine-tuned separately (variant C)": variant_c.shape_prior}
+    """Teacher (HQ-trained) against the separately fine-tuned LQ regressor and the shape
+    restoration module trained jointly with SGPN, on LQ faces, against ground truth, at each
+    degradation level: a table and a chart."""
+    full = _model()
+    priors = {"teacher (trained on HQ)": full.teacher,
+              "LQ regressor (fine-tuned against the teacher)": load_shape_prior(KIT_DIR / "regressor_lq_tiny.ckpt"),
+              "jointly trained (full SGPN)": full.shape_prior}
     evaluation = shape_from_lq(priors, _faces(num_images))
     paths = evaluation.write(out_dir, "shape_from_lq", caption="Shape from LQ: errors against the "
                              "ground-truth synthetic faces (NME of the projected 68 landmarks; mean "

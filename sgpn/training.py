@@ -3,9 +3,10 @@
 Two LightningModules, both driven by ``sgpn fit --config configs/....yaml``:
 
 * :class:`TeacherModule` plays D3DFR's role: a coefficient regressor trained on HQ faces, with
-  the ground-truth coefficients where the data has them (the synthetic faces do) and D3DFR's
-  self-supervised losses through the renderer (photometric on skin, 68 landmarks, coefficient
-  regulariser). With ``train_on="lq"`` and a ``teacher_ckpt`` it instead fine-tunes a
+  the ground-truth coefficients where the data has them (the synthetic faces do), compared
+  through the face they draw (:class:`FaceSpaceLoss`), and D3DFR's self-supervised losses
+  through the renderer (photometric on skin, 68 landmarks, coefficient regulariser) for faces
+  without them. With ``train_on="lq"`` and a ``teacher_ckpt`` it instead fine-tunes a
   regressor on low-quality faces against a frozen teacher that sees the HQ face (the paper's
   point about D3DFR failing on LQ input, and the separately fine-tuned D3DFR of variant C).
 * :class:`SGPNModule` trains the restoration network, its discriminator and the shape
@@ -128,6 +129,28 @@ def landmarks_3d(face_model: FaceModel, coeffs: torch.Tensor) -> torch.Tensor:
     return camera.to_camera(shape @ rotation + parts.trans[:, None, :])
 
 
+def vertex_gram(basis: torch.Tensor) -> torch.Tensor:
+    """``B^T B / N`` for a ``(3N, K)`` basis: with it, the mean over the N vertices of the
+    squared change that coefficients ``d`` make is ``d^T G d`` (no mesh needs building)."""
+    basis = basis.double()
+    return (basis.T @ basis / (basis.shape[0] // 3)).float()
+
+
+def shape_gram(face_model: FaceModel) -> torch.Tensor:
+    """:func:`vertex_gram` of the shape basis (identity then expression columns)."""
+    return vertex_gram(torch.cat([face_model.id_basis, face_model.exp_basis], 1))
+
+
+def shape_delta(delta: torch.Tensor) -> torch.Tensor:
+    """The identity and expression parts of a ``(B, 257)`` coefficient difference, side by side."""
+    return torch.cat([delta[:, coefficients.SLICES["id"]], delta[:, coefficients.SLICES["exp"]]], 1)
+
+
+def quadratic_form(delta: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
+    """``d^T G d`` for each row ``d`` of ``delta``."""
+    return ((delta @ gram) * delta).sum(-1)
+
+
 class MeshLoss(nn.Module):
     """L_mesh: the mean squared distance over all vertices between two meshes' shapes S, plus
     the same for their colours C (the lit vertex colours, what I_3d shows).
@@ -141,14 +164,11 @@ class MeshLoss(nn.Module):
 
     def __init__(self, face_model: FaceModel):
         super().__init__()
-        basis = torch.cat([face_model.id_basis, face_model.exp_basis], 1).double()
-        gram = basis.T @ basis / face_model.num_vertices
-        self.register_buffer("shape_gram", gram.float(), persistent=False)
+        self.register_buffer("shape_gram", shape_gram(face_model), persistent=False)
 
     def shape(self, coeffs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Batch mean of the per-vertex mean squared distance between the unposed shapes."""
-        delta = torch.cat([(coeffs - target)[:, coefficients.SLICES[k]] for k in ("id", "exp")], 1)
-        return ((delta @ self.shape_gram) * delta).sum(1).mean()
+        return quadratic_form(shape_delta(coeffs - target), self.shape_gram).mean()
 
     @staticmethod
     def colour(colors: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -158,6 +178,65 @@ class MeshLoss(nn.Module):
     def forward(self, coeffs: torch.Tensor, colors: torch.Tensor, target_coeffs: torch.Tensor,
                 target_colors: torch.Tensor) -> torch.Tensor:
         return self.shape(coeffs, target_coeffs) + self.colour(colors, target_colors)
+
+
+class FaceSpaceLoss(nn.Module):
+    """Two coefficient vectors compared through the face they draw, not number by number.
+
+    Why not a plain MSE over the 257 values: they differ by orders of magnitude in what they
+    change. Each of the 80 identity and 80 texture components has unit variance, but the tail
+    of each basis moves vertices or colours a hundred times less than the leading components
+    (nothing a 64 px face shows), while pose (0.1-0.25 rad) and lighting (0.05-0.15) change
+    every pixel. One MSE spends almost all of its weight on the invisible tail, and a
+    regressor trained with it learns the mean face.
+
+    Four terms, each in the face's own units:
+
+    - ``shape``: mean squared vertex distance of the unposed shapes (identity + expression);
+    - ``albedo``: mean squared distance of the vertex albedos (texture);
+    - ``light``: mean squared irradiance difference over the mean face's normals (lighting);
+    - ``landmarks``: mean squared distance of the 68 projected landmarks in a ``frame_size``
+      frame (pose and translation, as the image shows them, and the shape they move).
+
+    The first three are quadratic forms of the coefficient difference (Gram matrices computed
+    once, exact). Each term is divided by its value when the mean face is guessed for random
+    faces of the model (``FaceModel.random_coefficients``), so every term starts near 1 and
+    none can drown the others.
+    """
+
+    TERMS = ("shape", "albedo", "light", "landmarks")
+
+    def __init__(self, face_model: FaceModel, frame_size: int, reference_faces: int = 512):
+        super().__init__()
+        self.face_model, self.frame_size = face_model, frame_size
+        with torch.no_grad():
+            mean_normals = face_model.compute_normals(face_model.mean_shape.view(1, -1, 3))[0]
+            sh = FaceModel.sh_basis(mean_normals)
+        self.register_buffer("shape_gram", shape_gram(face_model), persistent=False)
+        self.register_buffer("albedo_gram", vertex_gram(face_model.tex_basis), persistent=False)
+        self.register_buffer("light_gram", (sh.T @ sh / len(sh)), persistent=False)
+        self.register_buffer("scale", torch.ones(len(self.TERMS)), persistent=False)
+        with torch.no_grad():
+            faces = face_model.random_coefficients(reference_faces, generator=torch.Generator().manual_seed(0))
+            reference = self.raw_terms(torch.zeros_like(faces), faces)
+        self.scale = torch.stack([reference[name] for name in self.TERMS])
+
+    def project(self, coeffs: torch.Tensor) -> torch.Tensor:
+        return camera.project(landmarks_3d(self.face_model, coeffs), self.frame_size)
+
+    def raw_terms(self, coeffs: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The four terms in the face's units (batch means), before normalisation."""
+        delta = coeffs - target
+        light = delta[:, coefficients.SLICES["gamma"]].reshape(-1, 3, 9)
+        return {"shape": quadratic_form(shape_delta(delta), self.shape_gram).mean(),
+                "albedo": quadratic_form(delta[:, coefficients.SLICES["tex"]], self.albedo_gram).mean(),
+                "light": quadratic_form(light, self.light_gram).sum(1).mean(),
+                "landmarks": (self.project(coeffs) - self.project(target)).pow(2).sum(-1).mean()}
+
+    def forward(self, coeffs: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The four normalised terms (1 = as far off as the mean face on a random face)."""
+        raw = self.raw_terms(coeffs, target)
+        return {name: raw[name] / self.scale[i] for i, name in enumerate(self.TERMS)}
 
 
 def landmark_loss_3d(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -286,10 +365,22 @@ def load_regressor_weights(regressor: CoefficientRegressor, path: str | os.PathL
 COMPACT_DROPS = ("discriminator.", "teacher.")
 
 
+#: Where an export records the run's training wall time (from the
+#: :class:`~sgpn.callbacks.TrainingBudget` callback of the kit's configs; it counts across resumes).
+TRAINING_MINUTES = "training_minutes"
+
+
+def training_minutes(path: str | os.PathLike) -> float | None:
+    """The training wall time an exported checkpoint records, or ``None`` if it has none."""
+    return torch.load(path, map_location="cpu", weights_only=True).get(TRAINING_MINUTES)
+
+
 def export_checkpoint(source: str | os.PathLike, target: str | os.PathLike, compact: bool = False) -> Path:
     """Write a small copy of a Lightning checkpoint for sharing: weights and hyper-parameters
     only (no optimiser, loop or callback state). It loads with ``load_from_checkpoint`` and
     ``sgpn restore``, but cannot resume training.
+
+    A :class:`~sgpn.callbacks.TrainingBudget` callback's time is kept as ``training_minutes``.
 
     ``compact`` (SGPN checkpoints): also leave out the discriminator and the frozen teacher and
     store the weights as float16, about a quarter of the size; :func:`load_sgpn` loads it (the
@@ -297,12 +388,15 @@ def export_checkpoint(source: str | os.PathLike, target: str | os.PathLike, comp
     models this way.
     """
     keep = ("state_dict", "hyper_parameters", "hparams_name", "epoch", "global_step",
-            "pytorch-lightning_version")
+            "pytorch-lightning_version", TRAINING_MINUTES)
     data = torch.load(source, map_location="cpu", weights_only=True)
     missing = [k for k in ("state_dict", "hyper_parameters") if k not in data]
     if missing:
         raise ValueError(f"{source} is not a Lightning checkpoint of the kit: it lacks {missing}")
     small = {k: data[k] for k in keep if k in data}
+    timer = data.get("callbacks", {}).get("TrainingBudget")
+    if timer is not None:
+        small[TRAINING_MINUTES] = timer["time_elapsed"]["train"] / 60
     if compact:
         state = data["state_dict"]
         if not any(k.startswith("generator.") for k in state):
@@ -357,35 +451,41 @@ class TeacherModule(L.LightningModule):
 
     Losses (each switched off by a zero weight or by missing data):
 
-    - ``coeff_weight``: MSE to the ground-truth coefficients (synthetic data);
+    - ``coeff_weight``: :class:`FaceSpaceLoss` to the ground-truth coefficients (synthetic
+      data): shape, albedo, lighting and projected landmarks, each normalised;
+    - ``teacher_weight``: the same loss to a frozen ``teacher_ckpt``'s prediction on the HQ
+      face (fine-tuning on LQ faces, the paper's recipe: no ground truth needed);
     - ``landmark_weight``: D3DFR's 68-landmark loss against the data's landmarks;
     - ``photo_weight``: D3DFR's photometric loss on the rendered skin region (minus occluders
       where the data marks them);
-    - ``reg_weight`` / ``gamma_weight``: D3DFR's coefficient and lighting regularisers;
-    - ``mesh_weight`` / ``landmark3d_weight``: with a frozen ``teacher_ckpt``, the mesh loss
-      and 3D landmarks against the teacher's prediction on the HQ face (fine-tuning on LQ).
+    - ``reg_weight`` / ``gamma_weight``: D3DFR's coefficient and lighting regularisers.
 
+    D3DFR's weights (landmarks 1.6e-3 next to photometric 1.92) are for faces without labels;
+    they are relative to the photometric term and mean little without it.
     ``init_ckpt`` starts the regressor from a kit checkpoint or a D3DFR file.
+    ``lr_decay="cosine"`` anneals the learning rate to 0 over the run.
     """
 
     def __init__(self, regressor: dict | None = None, alignment: str = "resize",
                  face_model: str | None = None, train_on: str = "hq", lr: float = 1e-3,
-                 weight_decay: float = 0.0, coeff_weight: float = 1.0,
+                 weight_decay: float = 0.0, coeff_weight: float = 1.0, teacher_weight: float = 1.0,
                  landmark_weight: float = D3DFR_WEIGHTS["landmark"],
                  photo_weight: float = D3DFR_WEIGHTS["photo"], reg_weight: float = D3DFR_WEIGHTS["reg"],
-                 gamma_weight: float = D3DFR_WEIGHTS["gamma"], mesh_weight: float = 100.0,
-                 landmark3d_weight: float = 100.0, init_ckpt: str | None = None,
-                 teacher_ckpt: str | None = None):
+                 gamma_weight: float = D3DFR_WEIGHTS["gamma"], init_ckpt: str | None = None,
+                 teacher_ckpt: str | None = None, lr_decay: str | None = None):
         super().__init__()
         if train_on not in ("hq", "lq"):
             raise ValueError(f"train_on must be 'hq' or 'lq', got {train_on!r}")
-        if train_on == "lq" and teacher_ckpt is None and coeff_weight == 0:
-            raise ValueError("fine-tuning on LQ needs a teacher_ckpt or ground-truth coefficients")
+        if lr_decay not in (None, "cosine"):
+            raise ValueError(f"lr_decay must be None or 'cosine', got {lr_decay!r}")
+        if train_on == "lq" and (teacher_ckpt is None or teacher_weight == 0) and coeff_weight == 0:
+            raise ValueError("fine-tuning on LQ needs a teacher_ckpt (with teacher_weight > 0) or "
+                             "ground-truth coefficients (coeff_weight > 0)")
         self.save_hyperparameters()
         self.face_model = exclude_from_checkpoints(load_face_model(face_model))
         self.prior = build_prior(self.face_model, regressor, alignment)
         self.teacher = frozen(build_prior(self.face_model, regressor, alignment)) if teacher_ckpt else None
-        self.mesh_loss = MeshLoss(self.face_model)
+        self.face_space_loss = FaceSpaceLoss(self.face_model, self.frame_size)
         self.register_buffer("skin", self.face_model.skin_mask.float()[None, :, None].expand(1, -1, 3).clone(),
                              persistent=False)
 
@@ -420,7 +520,8 @@ class TeacherModule(L.LightningModule):
         coeffs = prior.regressor(framed)
         terms: dict[str, torch.Tensor] = {}
         if hp.coeff_weight and "coeffs" in batch:
-            terms["coeff"] = hp.coeff_weight * F.mse_loss(coeffs, batch["coeffs"])
+            for name, value in self.face_space_loss(coeffs, batch["coeffs"]).items():
+                terms[name] = hp.coeff_weight * value
         if hp.landmark_weight and "landmarks" in batch:
             predicted = camera.project(landmarks_3d(self.face_model, coeffs), self.frame_size)
             target = prior.points_to_frame(batch["landmarks"], size)
@@ -430,14 +531,11 @@ class TeacherModule(L.LightningModule):
         if hp.reg_weight or hp.gamma_weight:
             reg, gamma = coefficient_regulariser(coeffs)
             terms["reg"] = hp.reg_weight * reg + hp.gamma_weight * gamma
-        if self.teacher is not None:
+        if self.teacher is not None and hp.teacher_weight:
             with torch.no_grad():
                 target = self.predict_coefficients(hq, self.teacher)
-                target_face = self.face_model(target, self.frame_size)
-            face = self.face_model(coeffs, self.frame_size)
-            terms["mesh"] = hp.mesh_weight * self.mesh_loss(coeffs, face.colors, target, target_face.colors)
-            terms["landmark3d"] = hp.landmark3d_weight * landmark_loss_3d(face.landmarks_3d,
-                                                                          target_face.landmarks_3d)
+            for name, value in self.face_space_loss(coeffs, target).items():
+                terms[f"teacher_{name}"] = hp.teacher_weight * value
         if not terms:
             raise ValueError("no teacher loss is active: every weight is zero or the batch lacks "
                              "the data it needs (coeffs, landmarks)")
@@ -501,8 +599,16 @@ class TeacherModule(L.LightningModule):
         return {"rows": {"input": image, "render": to_image(out.image), "overlay": overlay}, "masks": {}}
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.prior.regressor.parameters(), lr=self.hparams.lr,
-                                weight_decay=self.hparams.weight_decay)
+        optimizer = torch.optim.Adam(self.prior.regressor.parameters(), lr=self.hparams.lr,
+                                     weight_decay=self.hparams.weight_decay)
+        if self.hparams.lr_decay is None:
+            return optimizer
+        steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(steps):
+            raise ValueError("lr_decay='cosine' needs a run of known length: set trainer.max_epochs "
+                             "or trainer.max_steps")
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, int(steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -778,6 +884,23 @@ def load_sgpn(path: str | os.PathLike, map_location: str | torch.device = "cpu")
     if teacher:
         load_regressor_weights(module.teacher.regressor, resolve_kit_path(teacher, path))
     return module.to(map_location).eval()
+
+
+def load_shape_prior(path: str | os.PathLike, face_model: FaceModel | None = None) -> ShapePrior:
+    """The :class:`ShapePrior` of a kit teacher or LQ-regressor checkpoint, in eval mode
+    (the regressor its hyper-parameters describe, with its weights; no training state)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"regressor checkpoint not found: {path}. `make shape-prior` trains "
+                                f"the kit's teacher and LQ regressor")
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    hparams = data.get("hyper_parameters") if isinstance(data, Mapping) else None
+    if not isinstance(hparams, Mapping) or "regressor" not in hparams:
+        raise ValueError(f"{path} is not a kit teacher checkpoint (no regressor hyper-parameters)")
+    face_model = face_model if face_model is not None else load_face_model(hparams.get("face_model"))
+    prior = build_prior(face_model, hparams["regressor"], hparams.get("alignment", "resize"))
+    load_regressor_weights(prior.regressor, path)
+    return prior.eval()
 
 
 def resolve_kit_path(name: str | os.PathLike, beside: Path) -> Path:

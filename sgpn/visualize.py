@@ -9,6 +9,9 @@ from sgpn import coefficients
 from sgpn.face_model import DEFAULT_LIGHT, FaceModel, FaceOutput
 from sgpn.renderer import Renderer
 
+#: Millimetres per model unit (D3DFR's BFM is in units of 10 cm; the open model shares its frame).
+MM_PER_UNIT = 100.0
+
 
 def to_display(image: torch.Tensor, value_range: tuple[float, float] = (0.0, 1.0)):
     """``(3, H, W)`` or ``(H, W)`` tensor to an ``imshow``-ready array, clipped for display."""
@@ -40,7 +43,9 @@ def show_images(images, titles=None, ncols: int | None = None, size: float = 2.6
     return fig
 
 
-SH_BAND_NAMES = ("1 (constant)", "y", "z", "x", "xy", "yz", "3z²−1", "xz", "x²−y²")
+#: What each of D3DFR's nine SH basis functions is proportional to (camera space: x right, y up,
+#: z towards the viewer). Bands 1, 3, 5 and 7 carry a minus sign in D3DFR's basis.
+SH_BAND_NAMES = ("1 (constant)", "−y", "z", "−x", "xy", "−yz", "3z²−1", "−xz", "x²−y²")
 
 
 def sh_band_images(model: FaceModel, renderer: Renderer, coeffs: torch.Tensor | None = None):
@@ -87,3 +92,109 @@ def ablation_chart(evaluation, methods: list[str], task: str = "blind"):
         ax.set_ylim(min(values) * 0.9 if metric != "nme" else 0, max(values) * 1.02)
     fig.tight_layout()
     return fig
+
+
+def show_rows(rows: dict[str, torch.Tensor], size: float = 1.5, titles=None):
+    """One row of ``[0, 1]`` images per name, the name written left of the row; ``titles``
+    (one per column) go above the first row."""
+    count = max(len(images) for images in rows.values())
+    fig, axes = plt.subplots(len(rows), count, figsize=(size * count + 1.2, size * len(rows)), squeeze=False)
+    for (name, images), line in zip(rows.items(), axes):
+        for index, ax in enumerate(line):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.spines[:].set_visible(False)
+            if index < len(images):
+                ax.imshow(to_display(images[index]))
+        line[0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    for ax, title in zip(axes[0], titles or []):
+        ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def vertex_maps(model: FaceModel, values: dict[str, torch.Tensor], unit: str = "mm",
+                scale: float = MM_PER_UNIT, size: int = 160, cmap: str = "magma"):
+    """A per-vertex distance (``(N,)`` each, model units) painted on the frontal mean face, one
+    panel per name, with one colour bar in ``unit`` (``scale`` of them per model unit)."""
+    renderer = Renderer(size)
+    face = model(torch.zeros(1, coefficients.NUM_COEFFS), size)
+    limit = max(v.max().item() for v in values.values()) * scale
+    colour_map = plt.get_cmap(cmap)
+    fig, axes = plt.subplots(1, len(values), figsize=(2.3 * len(values) + 0.8, 2.6), squeeze=False)
+    for ax, (name, value) in zip(axes[0], values.items()):
+        colours = torch.from_numpy(colour_map((value * scale / limit).clamp(0, 1).numpy())[..., :3]).float()
+        out = renderer(face._replace(colors=colours[None]), model.faces)
+        ax.imshow(to_display(out.image[0] * out.mask[0] + (1 - out.mask[0])))
+        ax.set_title(f"{name}\nmean {value.mean().item() * scale:.2f} {unit}", fontsize=9)
+        ax.axis("off")
+    mappable = plt.cm.ScalarMappable(cmap=colour_map, norm=plt.Normalize(0, limit))
+    fig.colorbar(mappable, ax=axes[0].tolist(), fraction=0.03, label=f"vertex error ({unit})")
+    return fig
+
+
+def grouped_bars(values: dict[str, dict[str, float]], labels: dict[str, str], xlabel: str,
+                 xlim: tuple[float, float] | None = None):
+    """Horizontal bars: one group per key of the inner dicts (titled by ``labels``), one bar
+    colour per outer key (the legend)."""
+    import numpy as np
+
+    groups = list(labels)
+    fig, ax = plt.subplots(figsize=(7, 0.42 * len(groups) * max(1, len(values) / 2) + 1))
+    height = 0.8 / len(values)
+    for index, (name, row) in enumerate(values.items()):
+        positions = np.arange(len(groups)) + index * height
+        ax.barh(positions, [row.get(g, float("nan")) for g in groups], height, label=name, color=f"C{index}")
+    ax.set_yticks(np.arange(len(groups)) + height * (len(values) - 1) / 2, [labels[g] for g in groups])
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    if xlim:
+        ax.set_xlim(*xlim)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def pixel_size_mm(image_size: int) -> float:
+    """How many millimetres one pixel of a ``image_size`` crop spans at the face's distance."""
+    from sgpn import camera
+
+    return camera.CAMERA_DISTANCE / camera.focal_length(image_size) * MM_PER_UNIT
+
+
+def basis_sizes_chart(model: FaceModel, image_size: int = 64):
+    """How much one unit of each identity, expression and texture component changes the face:
+    the RMS over vertices of the move (mm) or of the albedo change, on a log scale, with the
+    size of one pixel of an ``image_size`` crop for the shape bases."""
+    from sgpn.training import vertex_gram
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
+    for part, basis in (("identity", model.id_basis), ("expression", model.exp_basis)):
+        axes[0].plot(range(1, basis.shape[1] + 1), vertex_gram(basis).diag().sqrt() * MM_PER_UNIT, ".-",
+                     label=part, ms=3)
+    axes[0].axhline(pixel_size_mm(image_size), color="grey", ls="--", lw=1)
+    axes[0].text(basis.shape[1], pixel_size_mm(image_size) * 1.15, f"one pixel at {image_size} px",
+                 ha="right", fontsize=8, color="grey")
+    axes[0].set_ylabel("RMS vertex move (mm)")
+    axes[1].plot(range(1, model.tex_basis.shape[1] + 1), vertex_gram(model.tex_basis).diag().sqrt(), ".-",
+                 color="C2", ms=3, label="texture")
+    axes[1].axhline(1 / 255, color="grey", ls="--", lw=1)
+    axes[1].text(model.tex_basis.shape[1], 1.15 / 255, "one 8-bit level", ha="right", fontsize=8, color="grey")
+    axes[1].set_ylabel("RMS albedo change (0..1)")
+    for ax in axes:
+        ax.set_yscale("log")
+        ax.set_xlabel("component (one unit of the coefficient)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def prior_renders(prior, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A shape prior's I_3d for ``[0, 1]`` face crops, and I_3d pasted over each crop where it
+    covers the face (both ``[0, 1]``)."""
+    prior.eval()
+    out = prior(images * 2 - 1)
+    render = ((out.image + 1) / 2).clamp(0, 1)
+    return render, torch.where(out.mask > 0.5, render, images)

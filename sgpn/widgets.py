@@ -13,11 +13,14 @@ import numpy as np
 import torch
 
 from sgpn import coefficients
-from sgpn.face_model import FaceModel, FaceOutput, load_face_model
+from sgpn.face_model import LIGHT_DIRECTIONS, FaceModel, FaceOutput, load_face_model
 from sgpn.renderer import Renderer
 
-#: Lighting sliders: (label, SH band, applied to every colour channel).
-LIGHT_CONTROLS = (("ambient", 0), ("light from above", 1), ("light from front", 2), ("light from left", 3))
+#: Lighting sliders: label -> (SH band, sign), applied to every colour channel. A positive
+#: slider lights the face from the side it names, as the viewer sees it (see
+#: :data:`sgpn.face_model.LIGHT_DIRECTIONS` for the signs of D3DFR's basis).
+LIGHT_CONTROLS: dict[str, tuple[int, float]] = {
+    "ambient": (0, 1.0), **{f"light from {side}": LIGHT_DIRECTIONS[side] for side in ("above", "front", "left")}}
 #: Pose sliders: (label, coefficient index within the 257 vector, range).
 POSE_CONTROLS = (
     ("pitch", coefficients.SLICES["angles"].start + 0, 0.6),
@@ -94,7 +97,7 @@ class CoefficientExplorer:
                 boxes.append(slider)
             groups[part] = widgets.VBox(boxes)
         light = []
-        for label, _ in LIGHT_CONTROLS:
+        for label in LIGHT_CONTROLS:
             self.sliders[label] = self._slider(label, -0.8, 0.8)
             light.append(self.sliders[label])
         pose = []
@@ -159,10 +162,10 @@ class CoefficientExplorer:
             part, index = key
             self.coeffs[0, coefficients.SLICES[part].start + index] = value
             self.update(shape=part in ("id", "exp"), colors=part == "tex")
-        elif key in dict(LIGHT_CONTROLS):
-            band = dict(LIGHT_CONTROLS)[key]
+        elif key in LIGHT_CONTROLS:
+            band, sign = LIGHT_CONTROLS[key]
             gamma = self.coeffs[0, coefficients.SLICES["gamma"]].view(3, 9)
-            gamma[:, band] = value
+            gamma[:, band] = sign * value
             self.update(shape=False, colors=False)
         else:
             index = next(i for label, i, _ in POSE_CONTROLS if label == key)
@@ -189,8 +192,9 @@ class CoefficientExplorer:
             for key, slider in self.sliders.items():
                 if isinstance(key, tuple):
                     value = self.coeffs[0, coefficients.SLICES[key[0]].start + key[1]]
-                elif key in dict(LIGHT_CONTROLS):
-                    value = gamma[:, dict(LIGHT_CONTROLS)[key]].mean()
+                elif key in LIGHT_CONTROLS:
+                    band, sign = LIGHT_CONTROLS[key]
+                    value = sign * gamma[:, band].mean()
                 else:
                     value = self.coeffs[0, next(i for label, i, _ in POSE_CONTROLS if label == key)]
                 slider.value = float(np.clip(float(value), slider.min, slider.max))

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sgpn import camera, coefficients
-from sgpn.face_model import DEFAULT_LIGHT, FaceModel, load_bfm, load_face_model
+from sgpn.face_model import DEFAULT_LIGHT, FaceModel, light_from, load_bfm, load_face_model
 
 from conftest import write_bfm_mat
 
@@ -153,3 +153,28 @@ def test_environment_variable_selects_bfm(bfm_path, monkeypatch):
     model = load_face_model()
     assert model.num_vertices == 120 and "BFM" in model.name
     assert load_face_model(bfm_path).num_vertices == 120
+
+
+@pytest.fixture(scope="module")
+def open_model():
+    return load_face_model("open")
+
+
+@pytest.mark.parametrize("direction", ["above", "below", "left", "right"])
+def test_light_from_lights_the_side_it_names_as_the_viewer_sees_it(open_model, direction):
+    from sgpn.renderer import Renderer
+
+    coeffs = torch.zeros(2, coefficients.NUM_COEFFS)
+    band, value = light_from(direction, 0.5)
+    coeffs[1, coefficients.SLICES["gamma"]].view(3, 9)[:, band] = value
+    with torch.no_grad():
+        out = Renderer(64)(open_model(coeffs, 64), open_model.faces)
+    ratio = out.image[1].mean(0) / out.image[0].mean(0).clamp_min(0.05) * (out.mask[0, 0] > 0)
+    halves = {"above": (ratio[:32], ratio[32:]), "below": (ratio[32:], ratio[:32]),
+              "left": (ratio[:, :32], ratio[:, 32:]), "right": (ratio[:, 32:], ratio[:, :32])}[direction]
+    assert halves[0].sum() > 1.2 * halves[1].sum()
+
+
+def test_light_from_rejects_an_unknown_side():
+    with pytest.raises(ValueError, match="unknown light direction 'behind'"):
+        light_from("behind", 0.5)

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from sgpn import coefficients
+from sgpn.callbacks import TrainingBudget
 from sgpn.cli import main
 from sgpn.face_model import load_face_model
 from sgpn.regressor import CoefficientRegressor
@@ -29,7 +30,9 @@ from sgpn.training import (
     export_checkpoint,
     landmarks_3d,
     load_sgpn,
+    load_shape_prior,
     resolve_perceptual,
+    training_minutes,
     vgg16_weights_file,
 )
 from sgpn.metrics import vertex_error
@@ -156,11 +159,44 @@ def micro_run(tmp_path_factory, micro_teacher) -> Path:
     return workdir
 
 
-def test_teacher_fit_writes_a_loadable_checkpoint(micro_teacher):
+def test_teacher_fit_writes_a_loadable_checkpoint(micro_teacher, tmp_path):
     teacher = TeacherModule.load_from_checkpoint(micro_teacher, weights_only=True)
     assert teacher.prior.regressor.input_size == 32
     state = torch.load(micro_teacher, map_location="cpu", weights_only=True)["state_dict"]
     assert not any(k.startswith("face_model.") for k in state)  # rebuilt, not stored
+    exported = export_checkpoint(micro_teacher, tmp_path / "teacher.ckpt")
+    minutes = training_minutes(exported)  # the TrainingBudget callback's clock survives the export
+    assert minutes is not None and 0 < minutes < 5
+    prior = load_shape_prior(exported)
+    torch.testing.assert_close(prior.regressor.state_dict(), teacher.prior.regressor.state_dict())
+
+
+def test_bench_shape_measures_the_teacher_and_the_lq_regressor(micro_teacher, tmp_path):
+    from sgpn.bench import bench_shape
+    from sgpn.shape_accuracy import BENCH_GROUPS, ROW_TITLES
+
+    exported = export_checkpoint(micro_teacher, tmp_path / "teacher.ckpt")
+    result = bench_shape(str(exported), str(exported), num_images=8)
+    assert result["images"] == 8 and list(result["rows"]) == list(ROW_TITLES)
+    for row in result["rows"].values():
+        assert set(row) == {"vertex_error", "nme", "pose_error_deg", "r2"} and set(row["r2"]) == set(BENCH_GROUPS)
+        assert all(math.isfinite(v) for v in (row["vertex_error"], row["nme"], row["pose_error_deg"]))
+    assert result["rows"]["teacher_lq"] == result["rows"]["regressor_lq"]  # one network, the same LQ faces
+    assert result["rows"]["mean_face"]["r2"]["id10"] <= 0  # all-zero guesses explain nothing
+    assert 0 < result["minutes"]["teacher"] < 5
+
+
+def test_load_shape_prior_names_what_is_wrong(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make shape-prior"):
+        load_shape_prior(tmp_path / "missing.ckpt")
+    torch.save({"state_dict": {}}, tmp_path / "bare.ckpt")
+    with pytest.raises(ValueError, match="not a kit teacher checkpoint"):
+        load_shape_prior(tmp_path / "bare.ckpt")
+
+
+def test_training_budget_rejects_a_non_positive_budget():
+    with pytest.raises(ValueError, match="positive number of minutes"):
+        TrainingBudget(0)
 
 
 def test_fit_logs_losses_grids_and_a_checkpoint(micro_run):
@@ -295,8 +331,8 @@ def test_kit_checkpoints_load_and_restore():
     from sgpn.evaluation import VARIANTS, load_kit
 
     sizes = {p.name: p.stat().st_size for p in KIT.glob("*.ckpt")}
-    assert set(sizes) == {"teacher_tiny.ckpt", *VARIANTS.values()}
-    assert sizes["teacher_tiny.ckpt"] + sizes["sgpn_tiny.ckpt"] <= 20 * 2**20
+    assert set(sizes) == {"teacher_tiny.ckpt", "regressor_lq_tiny.ckpt", *VARIANTS.values()}
+    assert sizes["teacher_tiny.ckpt"] + sizes["regressor_lq_tiny.ckpt"] + sizes["sgpn_tiny.ckpt"] <= 20 * 2**20
     teacher = TeacherModule.load_from_checkpoint(KIT / "teacher_tiny.ckpt", weights_only=True).eval()
     module = load_sgpn(KIT / "sgpn_tiny.ckpt")
     variants = {name: load_kit(name).hparams for name in VARIANTS}

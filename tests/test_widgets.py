@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sgpn import coefficients
-from sgpn.face_model import FaceModel, load_bfm
+from sgpn.face_model import FaceModel, light_from, load_bfm
 from sgpn.widgets import CoefficientExplorer
 
 
@@ -32,9 +32,12 @@ def test_texture_slider_changes_mesh_colours_not_positions(explorer):
 
 
 def test_lighting_and_pose_sliders(explorer):
-    explorer.sliders["light from left"].value = 0.5
-    gamma = explorer.coeffs[0, coefficients.SLICES["gamma"]].view(3, 9)
-    assert torch.allclose(gamma[:, 3], torch.tensor(0.5))
+    for side in ("left", "above", "front"):  # each slider writes what light_from says lights that side
+        explorer.sliders[f"light from {side}"].value = 0.5
+        band, value = light_from(side, 0.5)
+        gamma = explorer.coeffs[0, coefficients.SLICES["gamma"]].view(3, 9)
+        assert torch.allclose(gamma[:, band], torch.tensor(value))
+    assert gamma[0, 1] < 0  # D3DFR's band 1 is -y: light from above is a negative coefficient
     explorer.sliders["yaw"].value = 0.3
     assert explorer.coeffs[0, coefficients.SLICES["angles"].start + 1] == pytest.approx(0.3)
 

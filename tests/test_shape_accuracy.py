@@ -1,0 +1,100 @@
+"""The teacher's loss in face space, and the measures of how well a regressor recovers a face."""
+
+import math
+
+import pytest
+import torch
+
+from sgpn import coefficients
+from sgpn.face_model import FaceModel, load_bfm, load_face_model
+from sgpn.shape_accuracy import (
+    BENCH_GROUPS, PART_GROUPS, coefficient_r2, group_indices, group_r2, per_vertex_error, pose_errors_deg,
+)
+from sgpn.training import FaceSpaceLoss
+
+
+@pytest.fixture(scope="module")
+def open_model():
+    return load_face_model("open")
+
+
+@pytest.fixture(scope="module")
+def loss(open_model):
+    return FaceSpaceLoss(open_model, frame_size=64)
+
+
+def test_face_space_loss_is_zero_at_the_truth_and_one_for_the_mean_face(open_model, loss):
+    faces = open_model.random_coefficients(256, generator=torch.Generator().manual_seed(7))
+    assert all(value.item() < 1e-8 for value in loss(faces, faces).values())
+    terms = loss(torch.zeros_like(faces), faces)  # other faces than the normalising ones
+    assert set(terms) == set(FaceSpaceLoss.TERMS)
+    for name, value in terms.items():
+        assert 0.8 < value.item() < 1.25, name
+
+
+def test_face_space_loss_weighs_what_the_face_shows(open_model, loss):
+    """A plain MSE calls all of these errors equal; the face does not."""
+    zero = torch.zeros(1, coefficients.NUM_COEFFS)
+
+    def error(index: int, value: float) -> dict[str, float]:
+        wrong = zero.clone()
+        wrong[0, index] = value
+        return {k: v.item() for k, v in loss(wrong, zero).items()}
+
+    id_first, id_last = error(0, 1.0), error(79, 1.0)
+    assert id_first["shape"] > 100 * id_last["shape"]  # the basis tail barely moves a vertex
+    yaw = error(coefficients.SLICES["angles"].start + 1, 0.25)
+    assert yaw["shape"] == yaw["albedo"] == yaw["light"] == 0 and yaw["landmarks"] > 0.2  # pose moves landmarks
+    assert yaw["landmarks"] > 100 * id_last["landmarks"]
+    light = error(coefficients.SLICES["gamma"].start, 0.1)  # a plain MSE: 100 times less than id 80 off by 1
+    assert light["shape"] == light["landmarks"] == light["albedo"] == 0
+    assert light["light"] > 10 * sum(id_last.values())
+    skin = error(coefficients.SLICES["tex"].start, 1.0)
+    assert skin["albedo"] > 100 * error(coefficients.SLICES["tex"].stop - 1, 1.0)["albedo"]
+
+
+def test_face_space_loss_shape_term_is_the_mean_vertex_distance(open_model, loss):
+    generator = torch.Generator().manual_seed(3)
+    a, b = (open_model.random_coefficients(3, generator=generator) for _ in range(2))
+    raw = loss.raw_terms(a, b)
+    meshes = [open_model.compute_shape(p.id, p.exp) for p in map(coefficients.split, (a, b))]
+    torch.testing.assert_close(raw["shape"], (meshes[0] - meshes[1]).pow(2).sum(-1).mean(), rtol=1e-3, atol=1e-9)
+    albedo = (open_model.compute_albedo(a[:, 144:224]) - open_model.compute_albedo(b[:, 144:224]))
+    torch.testing.assert_close(raw["albedo"], albedo.pow(2).sum(-1).mean(), rtol=1e-3, atol=1e-9)
+
+
+def test_r2_is_one_for_the_truth_and_zero_for_the_average(open_model):
+    faces = open_model.random_coefficients(200, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(coefficient_r2(faces, faces)[:254], torch.ones(254))
+    average = faces.mean(0, keepdim=True).expand_as(faces)
+    r2 = coefficient_r2(average, faces)
+    assert r2[:254].abs().max() < 1e-5
+    assert torch.isnan(r2[254:]).all()  # random_coefficients draws no translation: nothing to explain
+    scores = group_r2(open_model, faces + 0.1 * torch.randn(faces.shape, generator=torch.Generator().manual_seed(1)),
+                      faces, PART_GROUPS[:-1])
+    assert 0.9 < scores["id10"] < 1 and scores["skin_tone"] > 0.9 and scores["gamma"] < 0.5  # light varies little
+    with pytest.raises(ValueError, match="two or more matching faces"):
+        coefficient_r2(faces[:1], faces[:1])
+
+
+def test_groups_follow_the_model_names(open_model, bfm_path):
+    groups = group_indices(open_model)
+    assert set(groups) == set(PART_GROUPS)
+    skin = groups["skin_tone"][0] - coefficients.SLICES["tex"].start
+    assert open_model.component_names["tex"][skin].startswith("skin tone")
+    assert len(groups["gamma"]) == 12 and len(groups["id10"]) == 10 and len(groups["exp8"]) == 8
+    unnamed = FaceModel(load_bfm(bfm_path))
+    faces = unnamed.random_coefficients(4)
+    with pytest.raises(ValueError, match="skin_tone"):
+        group_r2(unnamed, faces, faces, BENCH_GROUPS)
+
+
+def test_pose_errors_and_per_vertex_error(open_model):
+    truth = open_model.random_coefficients(5, generator=torch.Generator().manual_seed(2))
+    guess = truth.clone()
+    guess[:, coefficients.SLICES["angles"]] += torch.tensor([math.radians(1), math.radians(-3), 0.0])
+    torch.testing.assert_close(pose_errors_deg(guess, truth), torch.tensor([1.0, 3.0, 0.0]), rtol=1e-3, atol=1e-3)
+    assert per_vertex_error(open_model, guess, truth).abs().max() == 0  # pose is not shape
+    guess[:, 0] += 1
+    error = per_vertex_error(open_model, guess, truth)
+    assert error.shape == (open_model.num_vertices,) and error.max() > 0
