@@ -174,13 +174,14 @@ def basis_sizes_chart(model: FaceModel, image_size: int = 64):
         axes[0].plot(range(1, basis.shape[1] + 1), vertex_gram(basis).diag().sqrt() * MM_PER_UNIT, ".-",
                      label=part, ms=3)
     axes[0].axhline(pixel_size_mm(image_size), color="grey", ls="--", lw=1)
-    axes[0].text(basis.shape[1], pixel_size_mm(image_size) * 1.15, f"one pixel at {image_size} px",
-                 ha="right", fontsize=8, color="grey")
+    axes[0].text(basis.shape[1], pixel_size_mm(image_size) * 0.8, f"one pixel at {image_size} px",
+                 ha="right", va="top", fontsize=8, color="grey")
     axes[0].set_ylabel("RMS vertex move (mm)")
     axes[1].plot(range(1, model.tex_basis.shape[1] + 1), vertex_gram(model.tex_basis).diag().sqrt(), ".-",
                  color="C2", ms=3, label="texture")
     axes[1].axhline(1 / 255, color="grey", ls="--", lw=1)
-    axes[1].text(model.tex_basis.shape[1], 1.15 / 255, "one 8-bit level", ha="right", fontsize=8, color="grey")
+    axes[1].text(model.tex_basis.shape[1], 1.15 / 255, "one 8-bit level", ha="right", va="bottom",
+                 fontsize=8, color="grey")
     axes[1].set_ylabel("RMS albedo change (0..1)")
     for ax in axes:
         ax.set_yscale("log")
