@@ -199,3 +199,25 @@ def prior_renders(prior, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     out = prior(images * 2 - 1)
     render = ((out.image + 1) / 2).clamp(0, 1)
     return render, torch.where(out.mask > 0.5, render, images)
+
+
+def readout_chart(readouts: dict[float, dict], regressors: dict[str, tuple[float, float]]):
+    """Vertex error (relative to the mean face's) against landmark NME: a line for the linear
+    landmark read-out at each noise level (``{noise_px: sgpn.shape_accuracy.landmark_readout}``)
+    and a point per regressor (``{name: (nme, vertex error ratio)}``)."""
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    noise = sorted(readouts)
+    ax.plot([readouts[n]["nme"] for n in noise], [readouts[n]["vertex_error_ratio"] for n in noise], "o-",
+            color="grey", label="linear read-out of the 68 landmarks")
+    for n in noise:
+        ax.annotate(f"{n:g} px", (readouts[n]["nme"], readouts[n]["vertex_error_ratio"]), fontsize=7,
+                    xytext=(3, -10), textcoords="offset points")
+    for index, (name, (nme, ratio)) in enumerate(regressors.items()):
+        ax.plot(nme, ratio, "s", color=f"C{index}", label=name)
+    ax.axhline(1, color="black", lw=0.8, ls=":")
+    ax.set_xlabel("landmark NME")
+    ax.set_ylabel("vertex error / mean face's")
+    ax.set_ylim(0, 1.1)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig

@@ -8,7 +8,8 @@ import torch
 from sgpn import coefficients
 from sgpn.face_model import FaceModel, load_bfm, load_face_model
 from sgpn.shape_accuracy import (
-    BENCH_GROUPS, PART_GROUPS, coefficient_r2, group_indices, group_r2, per_vertex_error, pose_errors_deg,
+    BENCH_GROUPS, PART_GROUPS, coefficient_r2, group_indices, group_r2, landmark_readout, per_vertex_error,
+    pose_errors_deg,
 )
 from sgpn.training import FaceSpaceLoss
 
@@ -98,3 +99,19 @@ def test_pose_errors_and_per_vertex_error(open_model):
     guess[:, 0] += 1
     error = per_vertex_error(open_model, guess, truth)
     assert error.shape == (open_model.num_vertices,) and error.max() > 0
+
+
+def test_landmark_readout_loses_shape_with_landmark_noise(open_model):
+    exact = landmark_readout(open_model, 0.0, num_train=1500, num_test=200)
+    noisy = landmark_readout(open_model, 0.5, num_train=1500, num_test=200)
+    assert exact["nme"] == 0 and exact["vertex_error_ratio"] < 0.45 and exact["r2"]["exp8"] > 0.9
+    assert noisy["nme"] > 0.015 and noisy["vertex_error_ratio"] > exact["vertex_error_ratio"] + 0.15
+
+
+def test_synthetic_faces_draw_their_coefficients_with_synthetic_coefficients(open_model):
+    from sgpn.data.procedural import derive_seed
+    from sgpn.data.synthetic import SyntheticFaces, synthetic_coefficients
+
+    faces = SyntheticFaces(size=32, length=2, seed=5, face_model=open_model)
+    drawn = synthetic_coefficients(open_model, torch.Generator().manual_seed(derive_seed(5, 1)))
+    assert torch.equal(faces[1]["coeffs"], drawn[0])

@@ -102,7 +102,7 @@ class SyntheticFaces(Dataset):
     def draw(self, index: int) -> dict:
         """Draw item ``index`` from scratch."""
         generator = torch.Generator().manual_seed(derive_seed(self.seed, index))
-        coeffs = self._coefficients(generator)
+        coeffs = synthetic_coefficients(self.face_model, generator)
         with torch.no_grad():
             face = self.face_model(coeffs, self.size)
             render = self.renderer(face, self.face_model.faces)
@@ -110,12 +110,18 @@ class SyntheticFaces(Dataset):
         item.update(coeffs=coeffs[0], landmarks=render.landmarks[0], index=index)
         return item
 
-    def _coefficients(self, generator: torch.Generator) -> Tensor:
-        """The model's random face plus a small alignment jitter in translation."""
-        coeffs = self.face_model.random_coefficients(1, generator=generator)
-        low, high = torch.tensor(TRANSLATION_RANGE).T
+
+
+def synthetic_coefficients(face_model: FaceModel, generator: torch.Generator, batch_size: int = 1) -> Tensor:
+    """The coefficients of synthetic faces: the model's random faces plus a small alignment
+    jitter in translation, drawn face by face in the order :class:`SyntheticFaces` draws them."""
+    low, high = torch.tensor(TRANSLATION_RANGE).T
+    faces = []
+    for _ in range(batch_size):
+        coeffs = face_model.random_coefficients(1, generator=generator)
         coeffs[0, coefficients.SLICES["trans"]] = low + (high - low) * torch.rand(3, generator=generator)
-        return coeffs
+        faces.append(coeffs)
+    return torch.cat(faces)
 
 
 def _pack(item: dict) -> dict:
