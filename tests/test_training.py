@@ -183,7 +183,7 @@ def test_bench_shape_measures_the_teacher_and_the_lq_regressor(micro_teacher, tm
         assert all(math.isfinite(v) for v in (row["vertex_error"], row["nme"], row["pose_error_deg"]))
     assert result["rows"]["teacher_lq"] == result["rows"]["regressor_lq"]  # one network, the same LQ faces
     assert result["rows"]["mean_face"]["r2"]["id10"] <= 0  # all-zero guesses explain nothing
-    assert 0 < result["minutes"]["teacher"] < 5
+    assert 0 <= result["minutes"]["teacher"] < 5  # recorded by the TrainingBudget callback (rounded)
 
 
 def test_load_shape_prior_names_what_is_wrong(tmp_path):
