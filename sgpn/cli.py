@@ -18,13 +18,20 @@ LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 def lightning_cli(args: list[str], **kwargs):
     """Lightning's CLI over any LightningModule and LightningDataModule named in the config
     (``model: class_path: sgpn.training.SGPNModule``), with the Trainer's options.
-    ``kwargs`` go to ``LightningCLI`` (e.g. ``run=False`` to build without running)."""
+    ``kwargs`` go to ``LightningCLI`` (e.g. ``run=False`` to build without running).
+
+    ``args`` are the whole command line: the process's own ``sys.argv`` (a Jupyter kernel's,
+    when a notebook calls this) is hidden from Lightning, which would otherwise warn that both
+    were given."""
+    from unittest import mock
+
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.cli import LightningCLI
 
-    return LightningCLI(LightningModule, LightningDataModule, subclass_mode_model=True,
-                        subclass_mode_data=True, args=args, auto_configure_optimizers=False,
-                        save_config_kwargs={"overwrite": True}, **kwargs)
+    with mock.patch.object(sys, "argv", sys.argv[:1]):
+        return LightningCLI(LightningModule, LightningDataModule, subclass_mode_model=True,
+                            subclass_mode_data=True, args=args, auto_configure_optimizers=False,
+                            save_config_kwargs={"overwrite": True}, **kwargs)
 
 
 def _bench(args: argparse.Namespace) -> int:

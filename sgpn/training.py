@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
@@ -51,6 +52,11 @@ from sgpn.generator import FeatureInjection, SGPNGenerator, get_config
 from sgpn.metrics import pixel_metrics, teacher_nme, vertex_error
 from sgpn.regressor import CoefficientRegressor
 from sgpn.shape_prior import ShapePrior
+
+# The frozen teacher and face model are in eval mode on purpose; Lightning warns about any.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+# Lightning's pytree helper calls an API that this torch release deprecates (not the kit's code).
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 #: Where regressor weights sit inside the kit's Lightning checkpoints.
 REGRESSOR_PREFIXES = ("prior.regressor.", "shape_prior.regressor.")
@@ -341,16 +347,21 @@ def feature_matching_loss(fake: list[torch.Tensor], real: list[torch.Tensor]) ->
 # ----------------------------------------------------------------------------------------------
 
 
+def read_regressor_checkpoint(path: Path):
+    """The contents of a regressor checkpoint file, or a clear error when it is missing."""
+    if not path.is_file():
+        raise FileNotFoundError(f"regressor checkpoint not found: {path}. `make shape-prior` trains the "
+                                f"kit's teacher (configs/teacher_tiny.yaml) and LQ regressor")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_regressor_weights(regressor: CoefficientRegressor, path: str | os.PathLike) -> CoefficientRegressor:
     """Load a regressor from a kit checkpoint (teacher or SGPN, Lightning format) or from a
     D3DFR / SGPN-release regressor file, strictly."""
     from sgpn.weights import load_strict
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"regressor checkpoint not found: {path}. Train a teacher with "
-                                f"`sgpn fit --config configs/teacher_tiny.yaml` or run `make checkpoints`")
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    data = read_regressor_checkpoint(path)
     state = data.get("state_dict") if isinstance(data, Mapping) else None
     if isinstance(state, Mapping):
         for prefix in REGRESSOR_PREFIXES:
@@ -382,6 +393,8 @@ def export_checkpoint(source: str | os.PathLike, target: str | os.PathLike, comp
     ``sgpn restore``, but cannot resume training.
 
     A :class:`~sgpn.callbacks.TrainingBudget` callback's time is kept as ``training_minutes``.
+    Teacher modules leave out the frozen teacher of an LQ fine-tune (the file ``teacher_ckpt``
+    names holds it): :func:`load_shape_prior` loads the regressor.
 
     ``compact`` (SGPN checkpoints): also leave out the discriminator and the frozen teacher and
     store the weights as float16, about a quarter of the size; :func:`load_sgpn` loads it (the
@@ -395,6 +408,9 @@ def export_checkpoint(source: str | os.PathLike, target: str | os.PathLike, comp
     if missing:
         raise ValueError(f"{source} is not a Lightning checkpoint of the kit: it lacks {missing}")
     small = {k: data[k] for k in keep if k in data}
+    if any(k.startswith("prior.") for k in data["state_dict"]):
+        # a teacher module: a frozen teacher inside it (LQ fine-tuning) is its own checkpoint
+        small["state_dict"] = {k: v for k, v in data["state_dict"].items() if not k.startswith("teacher.")}
     timer = data.get("callbacks", {}).get("TrainingBudget")
     if timer is not None:
         small[TRAINING_MINUTES] = timer["time_elapsed"]["train"] / 60
@@ -891,10 +907,7 @@ def load_shape_prior(path: str | os.PathLike, face_model: FaceModel | None = Non
     """The :class:`ShapePrior` of a kit teacher or LQ-regressor checkpoint, in eval mode
     (the regressor its hyper-parameters describe, with its weights; no training state)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"regressor checkpoint not found: {path}. `make shape-prior` trains "
-                                f"the kit's teacher and LQ regressor")
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    data = read_regressor_checkpoint(path)
     hparams = data.get("hyper_parameters") if isinstance(data, Mapping) else None
     if not isinstance(hparams, Mapping) or "regressor" not in hparams:
         raise ValueError(f"{path} is not a kit teacher checkpoint (no regressor hyper-parameters)")
