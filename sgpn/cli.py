@@ -20,15 +20,17 @@ def lightning_cli(args: list[str], **kwargs):
     (``model: class_path: sgpn.training.SGPNModule``), with the Trainer's options.
     ``kwargs`` go to ``LightningCLI`` (e.g. ``run=False`` to build without running).
 
-    ``args`` are the whole command line: the process's own ``sys.argv`` (a Jupyter kernel's,
-    when a notebook calls this) is hidden from Lightning, which would otherwise warn that both
-    were given."""
+    ``args`` are the whole command line. When they are not the process's own (a notebook calls
+    this inside a Jupyter kernel), ``sys.argv`` is hidden from Lightning, which would otherwise
+    warn that both were given; from the shell it stays, since DDP's launcher re-runs it."""
+    from contextlib import nullcontext
     from unittest import mock
 
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.cli import LightningCLI
 
-    with mock.patch.object(sys, "argv", sys.argv[:1]):
+    own_command_line = sys.argv[1:] == list(args)
+    with nullcontext() if own_command_line else mock.patch.object(sys, "argv", sys.argv[:1]):
         return LightningCLI(LightningModule, LightningDataModule, subclass_mode_model=True,
                             subclass_mode_data=True, args=args, auto_configure_optimizers=False,
                             save_config_kwargs={"overwrite": True}, **kwargs)
