@@ -63,7 +63,7 @@ def _restore(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from sgpn.training import export_checkpoint
+    from sgpn.checkpoints import export_checkpoint
 
     path = export_checkpoint(args.source, args.target, compact=args.compact)
     print(f"{path} ({path.stat().st_size / 2**20:.1f} MB)")

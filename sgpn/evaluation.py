@@ -10,9 +10,10 @@
 
 Every method sees the same LQ images. Methods are the LQ input itself, bicubic for SR (the
 networks' SR input), and any number of SGPN checkpoints (full model and variants A/B/C).
-Metrics come from :class:`~sgpn.metrics.MetricSuite`: PSNR, SSIM, LPIPS, FID (or why they
-are unavailable), the landmark NME of one frozen teacher on every output, and the vertex
-error of each checkpoint's shape prior against the ground-truth mesh.
+Metrics come from :class:`~sgpn.metrics.MetricSuite`: PSNR, SSIM (whole image and face
+region), LPIPS (or why it is unavailable), FID and KID on the standard Inception, the landmark
+NME of one frozen teacher on every output, the vertex error of each checkpoint's shape prior
+against the ground-truth mesh, and for inpainting the L1 error inside the holes.
 
 The same module measures the paper's two claims about the shape prior and AFFB:
 :func:`shape_from_lq` (a jointly trained regressor against the HQ-trained teacher on LQ
@@ -41,8 +42,9 @@ TASKS = ("blind", "sr4", "sr8", "sr16", "inpaint")
 TASK_TITLES = {"blind": "blind restoration", "sr4": "SR ×4", "sr8": "SR ×8", "sr16": "SR ×16",
                "inpaint": "inpainting", "given": "given LQ"}
 #: Table headings of the metrics (arrows: which way is better).
-METRIC_TITLES = {"psnr": "PSNR ↑", "ssim": "SSIM ↑", "lpips": "LPIPS ↓", "fid": "FID ↓",
-                 "nme": "NME ↓", "vertex_error": "vertex error ↓"}
+METRIC_TITLES = {"psnr": "PSNR ↑", "ssim": "SSIM ↑", "ssim_face": "SSIM face ↑", "lpips": "LPIPS ↓",
+                 "fid": "FID ↓", "kid": "KID ↓", "nme": "NME ↓", "vertex_error": "vertex error ↓",
+                 "hole_l1": "hole L1 ↓"}
 #: Options of each task's degradation unless a training config gives its own: the kit's models
 #: train on GFPGAN's blind ranges with the blur in pixels of a 512 px face (configs/tiny.yaml).
 TASK_OPTIONS: dict[str, dict] = {"blind": {"reference_size": 512}}
@@ -66,7 +68,7 @@ Method = Callable[[Mapping[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor
 
 def load_kit(name: str = "full SGPN"):
     """One of the kit's tiny SGPN checkpoints by its row name in :data:`VARIANTS` (eval mode)."""
-    from sgpn.training import load_sgpn
+    from sgpn.checkpoints import load_sgpn
 
     if name not in VARIANTS:
         raise KeyError(f"unknown kit model {name!r}; choose from {', '.join(VARIANTS)}")
@@ -256,10 +258,14 @@ class Evaluation:
 
 @torch.no_grad()
 def score(method: Method, test_set: Mapping[str, torch.Tensor], teacher=None, face_model=None,
-          lpips: bool = True, fid: bool = True, batch_size: int = 32) -> tuple[dict[str, MetricResult], int]:
+          lpips: bool = True, fid: bool = True, batch_size: int = 32,
+          inception=None) -> tuple[dict[str, MetricResult], int]:
     """Every metric of one method on one test set (ground truth where the set has it; without
-    ground-truth landmarks the teacher's landmarks on the HQ image stand in for them)."""
-    suite = MetricSuite(lpips=lpips, fid=fid, teacher=teacher,
+    ground-truth landmarks the teacher's landmarks on the HQ image stand in for them).
+    ``inception``: a :class:`~sgpn.inception.StandardInception` shared across calls; the HQ
+    features of a synthetic set (fixed by its seed) are kept in its cache file."""
+    suite = MetricSuite(lpips=lpips, fid=fid, teacher=teacher, inception=inception,
+                        keep_targets="coeffs" in test_set,
                         face_model=face_model if "coeffs" in test_set else None)
     count = len(test_set["hq"])
     for start in range(0, count, batch_size):
@@ -270,7 +276,8 @@ def score(method: Method, test_set: Mapping[str, torch.Tensor], teacher=None, fa
             landmarks = _crop_landmarks(teacher, batch["hq"])
         target_coeffs = batch.get("coeffs") if coeffs is not None else None
         suite.update(output.clamp(0, 1), batch["hq"], landmarks=landmarks,
-                     coeffs=coeffs if target_coeffs is not None else None, target_coeffs=target_coeffs)
+                     coeffs=coeffs if target_coeffs is not None else None, target_coeffs=target_coeffs,
+                     face_mask=batch.get("face_mask"), hole_mask=batch.get("inpaint_mask"))
     results = suite.compute()
     results.pop("vertex_error_posed", None)
     if not suite.per_image["vertex_error"]:  # a method without a mesh (the baselines)
@@ -292,13 +299,16 @@ def evaluate(checkpoints: Mapping[str, object], test_sets: Mapping[str, Mapping[
              progress: bool = True) -> Evaluation:
     """Baselines and every checkpoint (``{name: SGPNModule}``) on every test set
     (``{task: tensors}``), with one frozen ``teacher`` (a ShapePrior) for the NME."""
+    from sgpn.inception import StandardInception
+
     face_model = teacher.face_model if teacher is not None else None
+    inception = StandardInception() if fid else None
     jobs = [(task, name, method) for task in test_sets
             for name, method in [*baselines(task).items(),
                                  *((n, checkpoint_method(m)) for n, m in checkpoints.items())]]
     evaluation = Evaluation()
     for task, name, method in tqdm(jobs, desc="evaluating", unit="row", disable=not progress):
-        results, count = score(method, test_sets[task], teacher, face_model, lpips, fid, batch_size)
+        results, count = score(method, test_sets[task], teacher, face_model, lpips, fid, batch_size, inception)
         evaluation.rows.append(Row(task, name, results, count))
     return evaluation
 
@@ -393,6 +403,7 @@ class AFFBStatistics:
     per_image_ratio: dict[int, torch.Tensor]  # occluder / skin mean per image with occluders
     mean_masks: dict[int, torch.Tensor]  # (N, 1, r, r) channel- and block-mean masks
     num_images: int
+    occluder_l1: dict[str, float]  # mean |image - HQ| on occluder pixels: "output" and "i3d"
 
     @property
     def ratio(self) -> dict[int, float]:
@@ -404,13 +415,15 @@ class AFFBStatistics:
             return {str(r): round(v, 4) for r, v in values.items()}
 
         return {"images": self.num_images, "ratio": rounded(self.ratio),
-                "occluder_mean": rounded(self.occluder), "skin_mean": rounded(self.skin)}
+                "occluder_mean": rounded(self.occluder), "skin_mean": rounded(self.skin),
+                **{f"occluder_l1_{name}": round(v, 4) for name, v in self.occluder_l1.items()}}
 
 
 @torch.no_grad()
 def affb_statistics(module, test_set: Mapping[str, torch.Tensor], batch_size: int = 64) -> AFFBStatistics:
     """AFFB's mask M (F = F_3d + M (F_lq − F_3d), so M = 1 takes F_lq) averaged over channels and
-    both blocks at every resolution ≥ 16, on occluder against skin pixels.
+    both blocks at every resolution ≥ 16, on occluder against skin pixels; and the mean L1 to
+    the HQ image of the output and of I_3d on occluder pixels.
 
     Occluder and face masks are area-averaged to each resolution; a cell counts as occluder
     where an occluder covers more than half of it, as skin where the rendered face covers more
@@ -420,8 +433,13 @@ def affb_statistics(module, test_set: Mapping[str, torch.Tensor], batch_size: in
         raise ValueError(f"AFFB statistics need a model with AFFB; this one has fusion="
                          f"{module.hparams.fusion!r}")
     masks: dict[int, list[torch.Tensor]] = {}
+    errors = {"output": 0.0, "i3d": 0.0}
     for start in range(0, len(test_set["lq"]), batch_size):
         restored = module.restore(test_set["lq"][start:start + batch_size])
+        hq = test_set["hq"][start:start + batch_size]
+        cover = test_set["occluder_mask"][start:start + batch_size].float()
+        for name, image in (("output", restored.output), ("i3d", restored.d3d)):
+            errors[name] += ((image - hq).abs() * cover).sum().item()
         for res in sorted({r for r, _ in restored.masks if r >= AFFB_MIN_RESOLUTION}):
             blocks = [m.mean(1, keepdim=True) for (r, _), m in restored.masks.items() if r == res]
             masks.setdefault(res, []).append(torch.stack(blocks).mean(0))
@@ -436,7 +454,9 @@ def affb_statistics(module, test_set: Mapping[str, torch.Tensor], batch_size: in
         has = on_occluder.flatten(1).any(1) & on_skin.flatten(1).any(1)
         sums = lambda where: (mask * where).flatten(1).sum(1) / where.flatten(1).sum(1).clamp(min=1)  # noqa: E731
         per_image[res] = (sums(on_occluder) / sums(on_skin))[has]
-    return AFFBStatistics(occluder, skin, per_image, mean_masks, len(test_set["lq"]))
+    occluder_pixels = 3 * test_set["occluder_mask"].float().sum().item()
+    occluder_l1 = {name: total / max(occluder_pixels, 1.0) for name, total in errors.items()}
+    return AFFBStatistics(occluder, skin, per_image, mean_masks, len(test_set["lq"]), occluder_l1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -482,7 +502,8 @@ def evaluate_command(checkpoints: Iterable[str], tasks: Iterable[str] = TASKS, c
                      out: str | os.PathLike = "results", name: str = "evaluation", caption: str = "",
                      progress: bool = True) -> list[Path]:
     """``sgpn evaluate``: load checkpoints, build the test sets, score, write the tables."""
-    from sgpn.training import build_prior, load_regressor_weights, load_sgpn
+    from sgpn.checkpoints import load_regressor_weights, load_sgpn
+    from sgpn.training import build_prior
 
     modules = {n: load_sgpn(p) for n, p in parse_checkpoints(checkpoints).items()}
     if not modules:

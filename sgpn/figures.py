@@ -36,7 +36,7 @@ from sgpn.evaluation import (  # noqa: E402
 )
 from sgpn.face_model import load_face_model  # noqa: E402
 from sgpn.renderer import Renderer  # noqa: E402
-from sgpn.training import load_shape_prior  # noqa: E402
+from sgpn.checkpoints import load_shape_prior  # noqa: E402
 from sgpn.visualize import ablation_chart, render_faces, show_images  # noqa: E402
 
 #: Held-out faces used by the figures (the evaluation tables use the full test set).

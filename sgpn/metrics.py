@@ -49,7 +49,10 @@ LPIPS_BACKBONES = {"alex": ("AlexNet", "AlexNet_Weights"), "vgg": ("VGG-16", "VG
 OUTER_EYE_CORNERS = (36, 45)
 NUM_LANDMARKS = 68
 #: The order of :meth:`MetricSuite.compute`'s results (a table's columns).
-TABLE_ORDER = ("psnr", "ssim", "lpips", "fid", "kid", "nme", "vertex_error", "vertex_error_posed")
+TABLE_ORDER = ("psnr", "ssim", "ssim_face", "lpips", "fid", "kid", "nme", "vertex_error",
+               "vertex_error_posed", "hole_l1")
+#: Per-image metrics over a region of the image -> the mask that names the region.
+REGION_NEEDS = {"ssim_face": "face_mask", "hole_l1": "hole_mask"}
 #: Per-image geometric metrics -> (the suite attribute they need, the batch data they need).
 GEOMETRY_NEEDS = {"nme": ("teacher", "ground-truth landmarks"),
                   "vertex_error": ("face_model", "coefficients"),
@@ -310,6 +313,32 @@ def vertex_error(face_model: FaceModel, predicted: torch.Tensor, target: torch.T
 # ----------------------------------------------------------------------------------------------
 
 
+def check_mask(mask: torch.Tensor, image: torch.Tensor, name: str) -> torch.Tensor:
+    """A ``(B, 1, H, W)`` mask in [0, 1] matching ``image``, with some pixels in every image."""
+    if not isinstance(mask, torch.Tensor) or mask.shape != (image.shape[0], 1, *image.shape[2:]):
+        raise ValueError(f"the mask for {name} must have shape {(image.shape[0], 1, *image.shape[2:])}, "
+                         f"got {tuple(getattr(mask, 'shape', ()))}")
+    mask = mask.float()
+    if not torch.isfinite(mask).all() or mask.min() < 0 or mask.max() > 1:
+        raise ValueError(f"the mask for {name} must hold finite values in [0, 1]")
+    return mask
+
+
+def region_metric(name: str, output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per image: the SSIM map (``ssim_face``) or the absolute error (``hole_l1``) averaged
+    over the mask's pixels (weighted by it); ``nan`` for an image whose mask is empty."""
+    if name == "ssim_face":
+        from torchmetrics.functional.image import structural_similarity_index_measure
+
+        _, values = structural_similarity_index_measure(output, target, data_range=1.0, reduction="none",
+                                                        return_full_image=True)
+    else:
+        values = (output - target).abs()
+    weight = mask.expand_as(values)
+    total = weight.flatten(1).sum(1)
+    return torch.where(total > 0, (values * weight).flatten(1).sum(1) / total.clamp(min=1e-12), math.nan)
+
+
 def pixel_metrics() -> tuple[PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure]:
     """The kit's PSNR (per image, then averaged over images) and SSIM on [0, 1] images, as
     torchmetrics objects: validation logs and evaluation tables use the same definitions."""
@@ -364,14 +393,17 @@ class MetricSuite(nn.Module):
             if metric is not None:
                 metric.reset()
         self.num_images = 0
-        self.per_image: dict[str, list[torch.Tensor]] = {name: [] for name in GEOMETRY_NEEDS}
+        self.per_image: dict[str, list[torch.Tensor]] = {name: [] for name in (*GEOMETRY_NEEDS, *REGION_NEEDS)}
 
     @torch.no_grad()
     def update(self, output: torch.Tensor, target: torch.Tensor, landmarks: torch.Tensor | None = None,
-               coeffs: torch.Tensor | None = None, target_coeffs: torch.Tensor | None = None) -> None:
+               coeffs: torch.Tensor | None = None, target_coeffs: torch.Tensor | None = None,
+               face_mask: torch.Tensor | None = None, hole_mask: torch.Tensor | None = None) -> None:
         """Add a batch: ``output`` and ``target`` ``(B, 3, H, W)`` in [0, 1]; optionally the
-        ground-truth ``landmarks`` ``(B, 68, 2)`` in pixels of the crop (for the NME), and the
-        predicted ``coeffs`` and ground-truth ``target_coeffs`` ``(B, 257)`` (vertex errors).
+        ground-truth ``landmarks`` ``(B, 68, 2)`` in pixels of the crop (for the NME), the
+        predicted ``coeffs`` and ground-truth ``target_coeffs`` ``(B, 257)`` (vertex errors),
+        ``face_mask`` ``(B, 1, H, W)`` (SSIM on the face: the SSIM map averaged over the face's
+        pixels) and ``hole_mask`` (inpainting: mean absolute error inside the holes).
         A bad batch raises before anything is accumulated."""
         check_image_pair(output, target)
         batch = output.shape[0]
@@ -381,6 +413,9 @@ class MetricSuite(nn.Module):
             if isinstance(value, torch.Tensor) and value.shape[0] != batch:
                 raise ValueError(f"{name} must have one row per image ({batch}), got {tuple(value.shape)}")
         found = {}
+        for name, mask in (("ssim_face", face_mask), ("hole_l1", hole_mask)):
+            if mask is not None:
+                found[name] = region_metric(name, output, target, check_mask(mask, output, name))
         if self.teacher is not None and landmarks is not None:
             found["nme"] = teacher_nme(self.teacher, output, landmarks)
         if self.face_model is not None and coeffs is not None:
@@ -424,4 +459,7 @@ class MetricSuite(nn.Module):
                 values = self.per_image[name]
                 results[name] = (MetricResult(torch.cat(values).mean().item()) if values else
                                  MetricResult(None, f"unavailable (no {data} were given)"))
+        for name in REGION_NEEDS:
+            if self.per_image[name]:
+                results[name] = MetricResult(torch.cat(self.per_image[name]).nanmean().item())
         return {name: results[name] for name in TABLE_ORDER if name in results}

@@ -30,7 +30,7 @@ def restore_folder(ckpt: str | os.PathLike, input_dir: str | os.PathLike,
     apply: unreadable ones are reported and skipped). Returns the written paths.
     """
     from sgpn.data import FaceFolder
-    from sgpn.training import load_sgpn
+    from sgpn.checkpoints import load_sgpn
 
     input_root, output_root = Path(input_dir), Path(output_dir)
     if not input_root.is_dir():

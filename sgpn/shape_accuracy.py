@@ -164,7 +164,7 @@ def landmark_readout(face_model: FaceModel, noise_px: float, image_size: int = 6
     the R² of the leading identity and expression components."""
     from sgpn import camera
     from sgpn.data.synthetic import synthetic_coefficients
-    from sgpn.training import landmarks_3d
+    from sgpn.losses import landmarks_3d
 
     generator = torch.Generator().manual_seed(seed)
     faces = synthetic_coefficients(face_model, generator, num_train + num_test)

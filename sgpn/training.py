@@ -27,16 +27,15 @@ Ablations: ``fusion="lq_only"`` (variant A) and ``fusion="sum"`` (variant B) cha
 generator; ``mesh_losses=False`` with ``train_shape_prior=False`` and a separately fine-tuned
 regressor in ``shape_prior_ckpt`` is variant C.
 
-Images enter as ``(B, 3, S, S)`` in [0, 1] (the data modules' convention) and are mapped to
-the network's [-1, 1] here.
+The losses live in :mod:`sgpn.losses`, checkpoint reading, export and loading in
+:mod:`sgpn.checkpoints`. Images enter as ``(B, 3, S, S)`` in [0, 1] (the data modules'
+convention) and are mapped to the network's [-1, 1] here.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import warnings
-from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
 import lightning as L
@@ -46,9 +45,13 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from sgpn import camera, coefficients
+from sgpn.checkpoints import load_regressor_weights
 from sgpn.discriminator import Discriminator
 from sgpn.face_model import FaceModel, load_face_model
 from sgpn.generator import FeatureInjection, SGPNGenerator, get_config
+from sgpn.losses import (D3DFR_WEIGHTS, FaceSpaceLoss, MeshLoss, VGGPerceptual, coefficient_regulariser,
+                         feature_matching_loss, landmark_loss_2d, landmark_loss_3d, landmarks_3d,
+                         photometric_loss, resolve_perceptual, vgg16_weights_file)
 from sgpn.metrics import pixel_metrics, teacher_nme, vertex_error
 from sgpn.regressor import CoefficientRegressor
 from sgpn.shape_prior import ShapePrior
@@ -58,15 +61,6 @@ warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode a
 # Lightning's pytree helper calls an API that this torch release deprecates (not the kit's code).
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
-#: Where regressor weights sit inside the kit's Lightning checkpoints.
-REGRESSOR_PREFIXES = ("prior.regressor.", "shape_prior.regressor.")
-#: D3DFR's loss weights (photometric, landmarks, coefficient regulariser, lighting).
-D3DFR_WEIGHTS = {"photo": 1.92, "landmark": 1.6e-3, "reg": 3.0e-4, "gamma": 10.0}
-#: D3DFR's regulariser weights for identity, expression and texture coefficients.
-D3DFR_REG = {"id": 1.0, "exp": 0.8, "tex": 1.7e-2}
-#: Perceptual-term choices; "auto" picks VGG-16 when its weights are on disk.
-PERCEPTUAL_TERMS = ("auto", "vgg16", "feature_matching", "none")
-VGG16_FILE = "vgg16-397923af.pth"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -115,316 +109,6 @@ def exclude_from_checkpoints(module: nn.Module) -> nn.Module:
         for name, buffer in list(submodule.named_buffers(recurse=False)):
             submodule.register_buffer(name, buffer, persistent=False)
     return module
-
-
-# ----------------------------------------------------------------------------------------------
-# Geometry: landmarks, mesh loss, errors
-# ----------------------------------------------------------------------------------------------
-
-
-def landmarks_3d(face_model: FaceModel, coeffs: torch.Tensor) -> torch.Tensor:
-    """The 68 posed 3D landmarks ``(B, 68, 3)`` in camera space, computed from the basis rows
-    of the landmark vertices only (the same numbers as ``face_model(coeffs).landmarks_3d``,
-    without building the whole mesh)."""
-    parts = coefficients.split(coeffs)
-    rows = (face_model.landmark_index[:, None] * 3
-            + torch.arange(3, device=coeffs.device)).reshape(-1)
-    shape = (face_model.mean_shape[rows] + parts.id @ face_model.id_basis[rows].T
-             + parts.exp @ face_model.exp_basis[rows].T).reshape(coeffs.shape[0], -1, 3)
-    rotation = FaceModel.rotation_matrix(parts.angles)
-    return camera.to_camera(shape @ rotation + parts.trans[:, None, :])
-
-
-def vertex_gram(basis: torch.Tensor) -> torch.Tensor:
-    """``B^T B / N`` for a ``(3N, K)`` basis: with it, the mean over the N vertices of the
-    squared change that coefficients ``d`` make is ``d^T G d`` (no mesh needs building)."""
-    basis = basis.double()
-    return (basis.T @ basis / (basis.shape[0] // 3)).float()
-
-
-def shape_gram(face_model: FaceModel) -> torch.Tensor:
-    """:func:`vertex_gram` of the shape basis (identity then expression columns)."""
-    return vertex_gram(torch.cat([face_model.id_basis, face_model.exp_basis], 1))
-
-
-def shape_delta(delta: torch.Tensor) -> torch.Tensor:
-    """The identity and expression parts of a ``(B, 257)`` coefficient difference, side by side."""
-    return torch.cat([delta[:, coefficients.SLICES["id"]], delta[:, coefficients.SLICES["exp"]]], 1)
-
-
-def quadratic_form(delta: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
-    """``d^T G d`` for each row ``d`` of ``delta``."""
-    return ((delta @ gram) * delta).sum(-1)
-
-
-class MeshLoss(nn.Module):
-    """L_mesh: the mean squared distance over all vertices between two meshes' shapes S, plus
-    the same for their colours C (the lit vertex colours, what I_3d shows).
-
-    The shape is linear in the coefficients (S = mean + B_id a + B_exp b, in model space), so
-    mean_v |S_v - S'_v|^2 = d^T (B^T B / N) d with d the coefficient difference: the Gram
-    matrix is computed once and the term costs a 144 x 144 product per image instead of two
-    meshes, with the same value. The colours depend on pose and lighting, so they are compared
-    vertex by vertex.
-    """
-
-    def __init__(self, face_model: FaceModel):
-        super().__init__()
-        self.register_buffer("shape_gram", shape_gram(face_model), persistent=False)
-
-    def shape(self, coeffs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Batch mean of the per-vertex mean squared distance between the unposed shapes."""
-        return quadratic_form(shape_delta(coeffs - target), self.shape_gram).mean()
-
-    @staticmethod
-    def colour(colors: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Batch mean of the per-vertex mean squared distance between ``(B, N, 3)`` colours."""
-        return (colors - target).pow(2).sum(-1).mean()
-
-    def forward(self, coeffs: torch.Tensor, colors: torch.Tensor, target_coeffs: torch.Tensor,
-                target_colors: torch.Tensor) -> torch.Tensor:
-        return self.shape(coeffs, target_coeffs) + self.colour(colors, target_colors)
-
-
-class FaceSpaceLoss(nn.Module):
-    """Two coefficient vectors compared through the face they draw, not number by number.
-
-    Why not a plain MSE over the 257 values: they differ by orders of magnitude in what they
-    change. Each of the 80 identity and 80 texture components has unit variance, but the tail
-    of each basis moves vertices or colours a hundred times less than the leading components
-    (nothing a 64 px face shows), while pose (0.1-0.25 rad) and lighting (0.05-0.15) change
-    every pixel. One MSE spends almost all of its weight on the invisible tail: trained with it
-    on the same 8,000 faces for the same 6 minutes, the kit's regressor reads landmarks and pose
-    half as well (NME 0.080 and 5.9 degrees, against 0.035 and 2.2 with this loss).
-
-    Four terms, each in the face's own units:
-
-    - ``shape``: mean squared vertex distance of the unposed shapes (identity + expression);
-    - ``albedo``: mean squared distance of the vertex albedos (texture);
-    - ``light``: mean squared irradiance difference over the mean face's normals (lighting);
-    - ``landmarks``: mean squared distance of the 68 projected landmarks in a ``frame_size``
-      frame (pose and translation, as the image shows them, and the shape they move).
-
-    The first three are quadratic forms of the coefficient difference (Gram matrices computed
-    once, exact). Each term is divided by its value when the mean face is guessed for random
-    faces of the model (``FaceModel.random_coefficients``), so every term starts near 1 and
-    none can drown the others.
-    """
-
-    TERMS = ("shape", "albedo", "light", "landmarks")
-
-    def __init__(self, face_model: FaceModel, frame_size: int, reference_faces: int = 512):
-        super().__init__()
-        self.face_model, self.frame_size = face_model, frame_size
-        with torch.no_grad():
-            mean_normals = face_model.compute_normals(face_model.mean_shape.view(1, -1, 3))[0]
-            sh = FaceModel.sh_basis(mean_normals)
-        self.register_buffer("shape_gram", shape_gram(face_model), persistent=False)
-        self.register_buffer("albedo_gram", vertex_gram(face_model.tex_basis), persistent=False)
-        self.register_buffer("light_gram", (sh.T @ sh / len(sh)), persistent=False)
-        self.register_buffer("scale", torch.ones(len(self.TERMS)), persistent=False)
-        with torch.no_grad():
-            faces = face_model.random_coefficients(reference_faces, generator=torch.Generator().manual_seed(0))
-            reference = self.raw_terms(torch.zeros_like(faces), faces)
-        self.scale = torch.stack([reference[name] for name in self.TERMS])
-
-    def project(self, coeffs: torch.Tensor) -> torch.Tensor:
-        return camera.project(landmarks_3d(self.face_model, coeffs), self.frame_size)
-
-    def raw_terms(self, coeffs: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The four terms in the face's units (batch means), before normalisation."""
-        delta = coeffs - target
-        light = delta[:, coefficients.SLICES["gamma"]].reshape(-1, 3, 9)
-        return {"shape": quadratic_form(shape_delta(delta), self.shape_gram).mean(),
-                "albedo": quadratic_form(delta[:, coefficients.SLICES["tex"]], self.albedo_gram).mean(),
-                "light": quadratic_form(light, self.light_gram).sum(1).mean(),
-                "landmarks": (self.project(coeffs) - self.project(target)).pow(2).sum(-1).mean()}
-
-    def forward(self, coeffs: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The four normalised terms (1 = as far off as the mean face on a random face)."""
-        raw = self.raw_terms(coeffs, target)
-        return {name: raw[name] / self.scale[i] for i, name in enumerate(self.TERMS)}
-
-
-def landmark_loss_3d(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared distance between corresponding 3D landmarks."""
-    return (predicted - target).pow(2).sum(-1).mean()
-
-
-# ----------------------------------------------------------------------------------------------
-# D3DFR's self-supervised losses
-# ----------------------------------------------------------------------------------------------
-
-
-def photometric_loss(rendered: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """D3DFR's photometric loss: mean over masked pixels of the colour distance."""
-    distance = torch.sqrt(1e-8 + (rendered - image).pow(2).sum(1, keepdim=True))
-    return (distance * mask).sum() / mask.sum().clamp_min(1.0)
-
-
-def landmark_loss_2d(predicted: torch.Tensor, target: torch.Tensor, frame_size: int) -> torch.Tensor:
-    """D3DFR's landmark loss: squared pixel distances in the 224 frame, nose and inner mouth
-    weighted 20."""
-    weight = torch.ones(68, device=predicted.device)
-    weight[28:31] = 20
-    weight[-8:] = 20
-    scale = 224.0 / frame_size
-    return ((predicted - target) * scale).pow(2).sum(-1).mul(weight).mean()
-
-
-def coefficient_regulariser(coeffs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """D3DFR's regulariser: weighted squared identity, expression and texture coefficients,
-    and the spread of the lighting across colours (it prefers white light)."""
-    parts = coefficients.split(coeffs)
-    reg = sum(w * getattr(parts, k).pow(2).sum(1) for k, w in D3DFR_REG.items()).mean()
-    gamma = parts.gamma.reshape(-1, 3, 9)
-    gamma_spread = (gamma - gamma.mean(1, keepdim=True)).pow(2).mean()
-    return reg, gamma_spread
-
-
-# ----------------------------------------------------------------------------------------------
-# Perceptual term
-# ----------------------------------------------------------------------------------------------
-
-
-def vgg16_weights_file() -> Path | None:
-    """torchvision's ImageNet VGG-16 weights if they are already in the torch hub cache."""
-    path = Path(torch.hub.get_dir()) / "checkpoints" / VGG16_FILE
-    return path if path.is_file() else None
-
-
-def resolve_perceptual(choice: str) -> str:
-    """The perceptual term actually used: ``"auto"`` becomes ``"vgg16"`` when the weights are
-    on disk, else ``"feature_matching"``. Asking for ``"vgg16"`` without them is an error."""
-    if choice not in PERCEPTUAL_TERMS:
-        raise ValueError(f"perceptual must be one of {PERCEPTUAL_TERMS}, got {choice!r}")
-    if choice == "auto":
-        return "vgg16" if vgg16_weights_file() else "feature_matching"
-    if choice == "vgg16" and vgg16_weights_file() is None:
-        raise FileNotFoundError(
-            f"perceptual='vgg16' needs torchvision's ImageNet weights at "
-            f"{Path(torch.hub.get_dir()) / 'checkpoints' / VGG16_FILE}; nothing is downloaded. "
-            f"Copy the file there, or use perceptual='feature_matching'")
-    return choice
-
-
-class VGGPerceptual(nn.Module):
-    """L1 between VGG-16 features (relu1_2, relu2_2, relu3_3, relu4_3) of two [-1, 1] images."""
-
-    CUTS = (4, 9, 16, 23)
-
-    def __init__(self, weights: Path):
-        super().__init__()
-        import torchvision
-
-        vgg = torchvision.models.vgg16(weights=None)
-        vgg.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        self.features = vgg.features[: self.CUTS[-1]].eval().requires_grad_(False)
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
-
-    def train(self, mode: bool = True):
-        return super().train(False)  # a fixed feature extractor
-
-    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        x = (torch.cat([output, target]) * 0.5 + 0.5 - self.mean) / self.std
-        loss, start = 0.0, 0
-        for cut in self.CUTS:
-            x = self.features[start:cut](x)
-            a, b = x.chunk(2)
-            loss = loss + F.l1_loss(a, b.detach())
-            start = cut
-        return loss
-
-
-def feature_matching_loss(fake: list[torch.Tensor], real: list[torch.Tensor]) -> torch.Tensor:
-    """Mean L1 between the discriminator's block features on the output and on the HQ face."""
-    return sum(F.l1_loss(f, r.detach()) for f, r in zip(fake, real)) / len(fake)
-
-
-# ----------------------------------------------------------------------------------------------
-# Weights
-# ----------------------------------------------------------------------------------------------
-
-
-def read_regressor_checkpoint(path: Path):
-    """The contents of a regressor checkpoint file, or a clear error when it is missing."""
-    if not path.is_file():
-        raise FileNotFoundError(f"regressor checkpoint not found: {path}. `make shape-prior` trains the "
-                                f"kit's teacher (configs/teacher_tiny.yaml) and LQ regressor")
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def load_regressor_weights(regressor: CoefficientRegressor, path: str | os.PathLike) -> CoefficientRegressor:
-    """Load a regressor from a kit checkpoint (teacher or SGPN, Lightning format) or from a
-    D3DFR / SGPN-release regressor file, strictly."""
-    from sgpn.weights import load_strict
-
-    path = Path(path)
-    data = read_regressor_checkpoint(path)
-    state = data.get("state_dict") if isinstance(data, Mapping) else None
-    if isinstance(state, Mapping):
-        for prefix in REGRESSOR_PREFIXES:
-            found = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-            if found:
-                load_strict(regressor, found, f"{path} ({prefix}*)")
-                return regressor
-    return regressor.load_checkpoint(path)
-
-
-#: What a compact export leaves out of an SGPN checkpoint: the discriminator (only training
-#: needs it) and the frozen teacher (rebuilt from ``teacher_ckpt`` when loading).
-COMPACT_DROPS = ("discriminator.", "teacher.")
-
-
-#: Where an export records the run's training wall time (from the
-#: :class:`~sgpn.callbacks.TrainingBudget` callback of the kit's configs; it counts across resumes).
-TRAINING_MINUTES = "training_minutes"
-
-
-def training_minutes(path: str | os.PathLike) -> float | None:
-    """The training wall time an exported checkpoint records, or ``None`` if it has none."""
-    return torch.load(path, map_location="cpu", weights_only=True).get(TRAINING_MINUTES)
-
-
-def export_checkpoint(source: str | os.PathLike, target: str | os.PathLike, compact: bool = False) -> Path:
-    """Write a small copy of a Lightning checkpoint for sharing: weights and hyper-parameters
-    only (no optimiser, loop or callback state). It loads with ``load_from_checkpoint`` and
-    ``sgpn restore``, but cannot resume training.
-
-    A :class:`~sgpn.callbacks.TrainingBudget` callback's time is kept as ``training_minutes``.
-    Teacher modules leave out the frozen teacher of an LQ fine-tune (the file ``teacher_ckpt``
-    names holds it): :func:`load_shape_prior` loads the regressor.
-
-    ``compact`` (SGPN checkpoints): also leave out the discriminator and the frozen teacher and
-    store the weights as float16, about a quarter of the size; :func:`load_sgpn` loads it (the
-    teacher comes back from the checkpoint named by ``teacher_ckpt``). The kit commits its tiny
-    models this way.
-    """
-    keep = ("state_dict", "hyper_parameters", "hparams_name", "epoch", "global_step",
-            "pytorch-lightning_version", TRAINING_MINUTES)
-    data = torch.load(source, map_location="cpu", weights_only=True)
-    missing = [k for k in ("state_dict", "hyper_parameters") if k not in data]
-    if missing:
-        raise ValueError(f"{source} is not a Lightning checkpoint of the kit: it lacks {missing}")
-    small = {k: data[k] for k in keep if k in data}
-    if any(k.startswith("prior.") for k in data["state_dict"]):
-        # a teacher module: a frozen teacher inside it (LQ fine-tuning) is its own checkpoint
-        small["state_dict"] = {k: v for k, v in data["state_dict"].items() if not k.startswith("teacher.")}
-    timer = data.get("callbacks", {}).get("TrainingBudget")
-    if timer is not None:
-        small[TRAINING_MINUTES] = timer["time_elapsed"]["train"] / 60
-    if compact:
-        state = data["state_dict"]
-        if not any(k.startswith("generator.") for k in state):
-            raise ValueError(f"{source}: only SGPN checkpoints have a compact form")
-        small["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in state.items()
-                               if not k.startswith(COMPACT_DROPS)}
-        small["sgpn_compact"] = {"dropped": list(COMPACT_DROPS), "dtype": "float16"}
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(small, target)
-    return target
 
 
 # ----------------------------------------------------------------------------------------------
@@ -876,52 +560,3 @@ class SGPNModule(L.LightningModule):
                  for (res, block), mask in sorted(restored.masks.items()) if block == 1 and res >= 16}
         return {"rows": {"LQ": lq, "I_3d": restored.d3d, "output": restored.output, "GT": hq},
                 "masks": masks}
-
-
-def load_sgpn(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> SGPNModule:
-    """An :class:`SGPNModule` from a kit checkpoint (full, exported or compact), in eval mode."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"SGPN checkpoint not found: {path}")
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    state = data.get("state_dict", {}) if isinstance(data, Mapping) else {}
-    if not any(k.startswith("generator.") for k in state):
-        kind = "a teacher checkpoint" if any(k.startswith("prior.") for k in state) else "not a kit SGPN checkpoint"
-        raise ValueError(f"{path} is {kind}: it holds no generator weights")
-    if "sgpn_compact" not in data:
-        module = SGPNModule.load_from_checkpoint(path, map_location=map_location, weights_only=True)
-        return module.eval()
-    module = SGPNModule(**{k: v for k, v in data["hyper_parameters"].items() if not k.startswith("_")})
-    expected = {k for k in module.state_dict() if not k.startswith(COMPACT_DROPS)}
-    if set(state) != expected:
-        raise KeyError(f"{path} does not match SGPNModule: missing {sorted(expected - set(state))[:5]}, "
-                       f"unexpected {sorted(set(state) - expected)[:5]}")
-    module.load_state_dict(state, strict=False)  # float16 values are copied into float32
-    teacher = module.hparams.teacher_ckpt
-    if teacher:
-        load_regressor_weights(module.teacher.regressor, resolve_kit_path(teacher, path))
-    return module.to(map_location).eval()
-
-
-def load_shape_prior(path: str | os.PathLike, face_model: FaceModel | None = None) -> ShapePrior:
-    """The :class:`ShapePrior` of a kit teacher or LQ-regressor checkpoint, in eval mode
-    (the regressor its hyper-parameters describe, with its weights; no training state)."""
-    path = Path(path)
-    data = read_regressor_checkpoint(path)
-    hparams = data.get("hyper_parameters") if isinstance(data, Mapping) else None
-    if not isinstance(hparams, Mapping) or "regressor" not in hparams:
-        raise ValueError(f"{path} is not a kit teacher checkpoint (no regressor hyper-parameters)")
-    face_model = face_model if face_model is not None else load_face_model(hparams.get("face_model"))
-    prior = build_prior(face_model, hparams["regressor"], hparams.get("alignment", "resize"))
-    load_regressor_weights(prior.regressor, path)
-    return prior.eval()
-
-
-def resolve_kit_path(name: str | os.PathLike, beside: Path) -> Path:
-    """A path from a checkpoint's hyper-parameters: as given, else relative to the kit's root
-    (configs name ``kit_checkpoints/...`` relative to it), else beside the checkpoint."""
-    for candidate in (Path(name), Path(__file__).resolve().parents[1] / name, beside.parent / Path(name).name):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"{beside} needs its teacher {name}, which was not found (as given, in the kit, "
-                            f"or beside the checkpoint)")

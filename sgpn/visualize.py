@@ -167,7 +167,7 @@ def basis_sizes_chart(model: FaceModel, image_size: int = 64):
     """How much one unit of each identity, expression and texture component changes the face:
     the RMS over vertices of the move (mm) or of the albedo change, on a log scale, with the
     size of one pixel of an ``image_size`` crop for the shape bases."""
-    from sgpn.training import vertex_gram
+    from sgpn.losses import vertex_gram
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
     for part, basis in (("identity", model.id_basis), ("expression", model.exp_basis)):

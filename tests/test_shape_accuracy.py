@@ -11,7 +11,7 @@ from sgpn.shape_accuracy import (
     BENCH_GROUPS, PART_GROUPS, coefficient_r2, group_indices, group_r2, landmark_readout, per_vertex_error,
     pose_errors_deg,
 )
-from sgpn.training import FaceSpaceLoss
+from sgpn.losses import FaceSpaceLoss
 
 
 @pytest.fixture(scope="module")

@@ -22,19 +22,9 @@ from sgpn.cli import main
 from sgpn.face_model import load_face_model
 from sgpn.regressor import CoefficientRegressor
 from sgpn.shape_prior import ShapePrior, crop_to_d3dfr_matrix, crop_to_frame_matrix
-from sgpn.training import (
-    MeshLoss,
-    SGPNModule,
-    TeacherModule,
-    check_images,
-    export_checkpoint,
-    landmarks_3d,
-    load_sgpn,
-    load_shape_prior,
-    resolve_perceptual,
-    training_minutes,
-    vgg16_weights_file,
-)
+from sgpn.checkpoints import export_checkpoint, load_sgpn, load_shape_prior, training_minutes
+from sgpn.losses import MeshLoss, landmarks_3d, resolve_perceptual, vgg16_weights_file
+from sgpn.training import SGPNModule, TeacherModule, check_images
 from sgpn.metrics import vertex_error
 
 ROOT = Path(__file__).resolve().parents[1]
