@@ -196,25 +196,18 @@ def evaluate_checkpoint(checkpoint, data: dict, num_images: int = 512) -> dict:
 
 
 def bench_ablation(num_images: int = 512, task_images: int = 200) -> dict:
-    """The paper's ablation on the committed kit checkpoints: the LQ input, the full model and
-    variants A (no F_3d), B (no AFFB) and C (no mesh losses) at the blind degradation on
-    ``num_images`` held-out faces, then the same models (and bicubic) on SR x4/x8/x16 and
-    inpainting on the first ``task_images`` of them. HQ Inception features are cached."""
-    from torch.utils.data import Subset
+    """The paper's ablation on the committed kit checkpoints
+    (:func:`sgpn.evaluation.ablation_evaluation`): the LQ input, the full model and variants A
+    (no F_3d), B (no AFFB) and C (no mesh losses) at the blind degradation on ``num_images``
+    held-out faces, then the same models (and bicubic) on SR x4/x8/x16 and inpainting on the
+    first ``task_images`` of them. HQ Inception features are cached between runs."""
+    from sgpn.evaluation import ablation_evaluation
 
-    from sgpn.evaluation import VARIANTS, degraded_test_set, evaluate, load_kit, synthetic_faces
-
-    modules = {name: load_kit(name) for name in VARIANTS}
-    teacher = modules["full SGPN"].teacher
-    faces = synthetic_faces(modules["full SGPN"].size, num_images)
-    test_sets = {"blind": degraded_test_set(faces, "blind")}
-    few = Subset(faces, range(min(task_images, num_images)))
-    test_sets.update({task: degraded_test_set(few, task) for task in ("sr4", "sr8", "sr16", "inpaint")})
-    evaluation = evaluate(modules, test_sets, teacher, lpips=False, progress=False)
+    evaluation = ablation_evaluation(num_images, task_images, lpips=False)
     tasks: dict[str, dict] = {}
     for row in evaluation.rows:
         tasks.setdefault(row.task, {})[ROW_KEYS[row.method]] = row_scores(row.results)
-    return {"images": num_images, "rows": tasks.pop("blind"), "task_images": len(few), **tasks}
+    return {"images": num_images, "rows": tasks.pop("blind"), "task_images": task_images, **tasks}
 
 
 def bench_affb(checkpoint: str = "kit_checkpoints/sgpn_tiny.ckpt", num_images: int = 256) -> dict:

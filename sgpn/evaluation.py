@@ -232,7 +232,8 @@ class Evaluation:
         return "\n".join(lines) + "\n"
 
     def write(self, out_dir: str | os.PathLike, name: str = "evaluation", caption: str = "") -> list[Path]:
-        """``<name>.md`` and ``<name>.csv`` (numbers at full precision; empty when unavailable)."""
+        """``<name>.md`` and ``<name>.csv`` (numbers at full precision, each metric followed by
+        its spread; empty when unavailable). :func:`read_evaluation` reads the CSV back."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         markdown = out_dir / f"{name}.md"
@@ -240,20 +241,47 @@ class Evaluation:
         table = out_dir / f"{name}.csv"
         with table.open("w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["task", "method", "images", *self.metrics])
+            writer.writerow(["task", "method", "images", *(f"{m}{suffix}" for m in self.metrics
+                                                           for suffix in ("", SPREAD_SUFFIX))])
             for row in self.rows:
-                values = [row.results[m].value if m in row.results and row.results[m].value is not None
-                          else "" for m in self.metrics]
-                writer.writerow([row.task, row.method, row.num_images, *values])
+                cells = []
+                for m in self.metrics:
+                    result = row.results.get(m)
+                    cells += ["", ""] if result is None or result.value is None else \
+                        [result.value, "" if result.spread is None else result.spread]
+                writer.writerow([row.task, row.method, row.num_images, *cells])
         return [markdown, table]
+
+    def result(self, task: str, method: str, metric: str) -> MetricResult | None:
+        """One cell of the table as a :class:`~sgpn.metrics.MetricResult` (``None`` if absent)."""
+        for row in self.rows:
+            if row.task == task and row.method == method:
+                return row.results.get(metric)
+        raise KeyError(f"no row for task {task!r} and method {method!r}")
 
     def value(self, task: str, method: str, metric: str) -> float:
         """One number of the table (``nan`` when the metric is unavailable)."""
-        for row in self.rows:
-            if row.task == task and row.method == method:
-                result = row.results.get(metric)
-                return math.nan if result is None or result.value is None else result.value
-        raise KeyError(f"no row for task {task!r} and method {method!r}")
+        result = self.result(task, method, metric)
+        return math.nan if result is None or result.value is None else result.value
+
+
+#: The CSV column of a metric's spread is the metric's name with this suffix.
+SPREAD_SUFFIX = "_spread"
+
+
+def read_evaluation(path: str | os.PathLike) -> Evaluation:
+    """An :class:`Evaluation` from the CSV that :meth:`Evaluation.write` wrote."""
+    with Path(path).open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise ValueError(f"{path} holds no evaluation rows")
+    metrics = tuple(c for c in rows[0] if c in METRIC_TITLES)
+    evaluation = Evaluation(metrics=metrics)
+    for row in rows:
+        results = {m: MetricResult(float(row[m]), spread=float(row[m + SPREAD_SUFFIX])
+                                   if row.get(m + SPREAD_SUFFIX) else None) for m in metrics if row[m]}
+        evaluation.rows.append(Row(row["task"], row["method"], results, int(row["images"])))
+    return evaluation
 
 
 @torch.no_grad()
@@ -313,6 +341,27 @@ def evaluate(checkpoints: Mapping[str, object], test_sets: Mapping[str, Mapping[
     return evaluation
 
 
+#: Held-out faces of the ablation table: blind restoration (enough for FID to separate the
+#: rows), and the other tasks (their rows report KID with its spread).
+ABLATION_IMAGES = 512
+TASK_IMAGES = 200
+
+
+def ablation_evaluation(num_images: int = ABLATION_IMAGES, task_images: int = TASK_IMAGES,
+                        lpips: bool = True, progress: bool = False) -> Evaluation:
+    """The kit's checkpoints (:data:`VARIANTS`) and the baselines on the first ``num_images``
+    held-out faces at the blind degradation, and on the first ``task_images`` of them for SR
+    x4/x8/x16 and inpainting (``sgpn bench ablation`` and ``figures/ablation.*``)."""
+    from torch.utils.data import Subset
+
+    modules = {name: load_kit(name) for name in VARIANTS}
+    faces = synthetic_faces(modules["full SGPN"].size, num_images)
+    test_sets = {"blind": degraded_test_set(faces, "blind")}
+    few = Subset(faces, range(min(task_images, num_images)))
+    test_sets.update({task: degraded_test_set(few, task) for task in TASKS if task != "blind"})
+    return evaluate(modules, test_sets, modules["full SGPN"].teacher, lpips=lpips, progress=progress)
+
+
 # ----------------------------------------------------------------------------------------------
 # The paper's claims
 # ----------------------------------------------------------------------------------------------
@@ -340,6 +389,98 @@ def shape_from_lq(regressors: Mapping[str, object], faces, levels: Iterable[str]
             evaluation.rows.append(Row(f"blind ({level})" if level != "HQ" else "HQ (no degradation)",
                                        name, results, len(images)))
     return evaluation
+
+
+#: Metrics where a lower value is better.
+LOWER_IS_BETTER = {"lpips", "fid", "kid", "nme", "vertex_error", "hole_l1"}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A statement about a table and what the numbers say: ``holds``, ``fails`` or
+    ``within noise`` (the gap is not larger than its spread), with the numbers as ``detail``."""
+
+    statement: str
+    verdict: str
+    detail: str
+
+    @property
+    def holds(self) -> bool:
+        return self.verdict == "holds"
+
+    def __str__(self) -> str:
+        return f"{self.verdict}: {self.statement} ({self.detail})"
+
+
+def _cell(evaluation: Evaluation, task: str, method: str, metric: str) -> MetricResult:
+    result = evaluation.result(task, method, metric)
+    if result is None or result.value is None:
+        raise ValueError(f"{metric} of {method!r} on {task!r} is not in the table")
+    return result
+
+
+def _verdict(gap: float, noise: float | None) -> str:
+    """``gap`` > 0 means the claim's side is better."""
+    if noise is not None and abs(gap) <= noise:
+        return "within noise"
+    return "holds" if gap > 0 else "fails"
+
+
+def _noise(*results: MetricResult) -> float | None:
+    spreads = [r.spread for r in results]
+    return None if any(s is None for s in spreads) else math.hypot(*spreads)
+
+
+def beats(evaluation: Evaluation, task: str, method: str, other: str, metric: str) -> Claim:
+    """``method`` is better than ``other`` on ``metric``. The noise is the two spreads combined;
+    FID has none of its own, so a FID gap counts only when KID agrees beyond KID's spread."""
+    sign = -1 if metric in LOWER_IS_BETTER else 1
+    a, b = _cell(evaluation, task, method, metric), _cell(evaluation, task, other, metric)
+    gap = sign * (a.value - b.value)
+    verdict = _verdict(gap, _noise(a, b))
+    if metric == "fid" and verdict != "fails":
+        ka, kb = _cell(evaluation, task, method, "kid"), _cell(evaluation, task, other, "kid")
+        if _verdict(kb.value - ka.value, _noise(ka, kb)) != "holds":
+            verdict = "within noise"
+    title = METRIC_TITLES[metric].split()[0]
+    return Claim(f"{method} beats {other} on {title} ({TASK_TITLES.get(task, task)})", verdict,
+                 f"{a.format(4)} against {b.format(4)}")
+
+
+def reaches(evaluation: Evaluation, task: str, method: str, other: str, metric: str,
+            factor: float = 1.0, margin: float = 0.0) -> Claim:
+    """``method`` reaches ``factor`` x ``other`` + ``margin`` on ``metric`` (at most, for a
+    lower-is-better metric; at least otherwise); within noise when the distance to that bar is
+    not larger than the method's spread."""
+    a, b = _cell(evaluation, task, method, metric), _cell(evaluation, task, other, metric)
+    bar = factor * b.value + margin
+    lower = metric in LOWER_IS_BETTER
+    gap = (bar - a.value) if lower else (a.value - bar)
+    verdict = "holds" if gap >= 0 else _verdict(gap, a.spread)
+    relation = "≤" if lower else "≥"
+    scale = f"{factor:g} × " if factor != 1 else ""
+    plus = f" {margin:+g}" if margin else ""
+    title = METRIC_TITLES[metric].split()[0]
+    return Claim(f"{method}: {title} {relation} {scale}{other}'s{plus} ({TASK_TITLES.get(task, task)})",
+                 verdict, f"{a.format(4)} against a bar of {bar:.4f}")
+
+
+def restoration_claims(evaluation: Evaluation, full: str = "full SGPN", variants: Iterable[str] = (),
+                       lq: str = "LQ input") -> list[Claim]:
+    """The kit's targets for SGPN on a blind-restoration table (and SR and inpainting where
+    the table has them): FID ≤ 0.6 × the input's, SSIM on the face ≥ the input's + 0.03, PSNR
+    not below the input's, NME ≤ 0.8 × the input's; the full model beats each variant on FID
+    and NME; SR: lower FID than bicubic; inpainting: L1 in the holes ≤ 0.5 × the input's."""
+    claims = [reaches(evaluation, "blind", full, lq, "fid", factor=0.6),
+              reaches(evaluation, "blind", full, lq, "ssim_face", margin=0.03),
+              reaches(evaluation, "blind", full, lq, "psnr"),
+              reaches(evaluation, "blind", full, lq, "nme", factor=0.8)]
+    claims += [beats(evaluation, "blind", full, variant, metric) for variant in variants for metric in ("fid", "nme")]
+    tasks = {row.task for row in evaluation.rows}
+    claims += [beats(evaluation, task, full, "bicubic", "fid") for task in ("sr4", "sr8", "sr16") if task in tasks]
+    if "inpaint" in tasks:
+        claims.append(reaches(evaluation, "inpaint", full, lq, "hole_l1", factor=0.5))
+    return claims
 
 
 #: The reconstructions :func:`restoration_bounds` scores, by the test-set key holding each.

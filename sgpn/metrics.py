@@ -36,6 +36,7 @@ from urllib.parse import urlparse
 
 import torch
 from torch import nn
+from torchmetrics.functional.image import peak_signal_noise_ratio
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from sgpn import coefficients
@@ -69,7 +70,9 @@ class MetricResult:
 
     value: float | None
     reason: str = ""
-    spread: float | None = None  # a standard deviation, where the metric gives one (KID)
+    #: the value's uncertainty: the standard error of a mean over images, or KID's standard
+    #: deviation over its random subsets; ``None`` where there is none (FID, SSIM)
+    spread: float | None = None
 
     def __post_init__(self):
         if (self.value is None) == (not self.reason):
@@ -339,6 +342,19 @@ def region_metric(name: str, output: torch.Tensor, target: torch.Tensor, mask: t
     return torch.where(total > 0, (values * weight).flatten(1).sum(1) / total.clamp(min=1e-12), math.nan)
 
 
+def mean_over_images(values: list[torch.Tensor]) -> MetricResult:
+    """The mean of per-image values (images where the value is undefined, ``nan``, left out)
+    with its standard error; an ``inf`` (an image equal to its target, for PSNR) is kept."""
+    values = torch.cat(values).double()
+    values = values[~values.isnan()]
+    if len(values) == 0:
+        return MetricResult(None, "unavailable (undefined on every image)")
+    mean = values.mean().item()
+    if math.isinf(mean) or len(values) < 2:
+        return MetricResult(mean)
+    return MetricResult(mean, spread=(values.std() / math.sqrt(len(values))).item())
+
+
 def pixel_metrics() -> tuple[PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure]:
     """The kit's PSNR (per image, then averaged over images) and SSIM on [0, 1] images, as
     torchmetrics objects: validation logs and evaluation tables use the same definitions."""
@@ -365,7 +381,7 @@ class MetricSuite(nn.Module):
                  kid_subset_size: int = 100,
                  teacher: nn.Module | None = None, face_model: FaceModel | None = None):
         super().__init__()
-        self.psnr, self.ssim = pixel_metrics()
+        self.ssim = pixel_metrics()[1]
         self.unavailable: dict[str, str] = {}
         self.lpips = self.fid = self.kid = self.inception = None
         if lpips:
@@ -389,11 +405,11 @@ class MetricSuite(nn.Module):
 
     def reset(self) -> None:
         """Forget every batch seen so far."""
-        for metric in (self.psnr, self.ssim, self.lpips, self.fid, self.kid):
+        for metric in (self.ssim, self.lpips, self.fid, self.kid):
             if metric is not None:
                 metric.reset()
         self.num_images = 0
-        self.per_image: dict[str, list[torch.Tensor]] = {name: [] for name in (*GEOMETRY_NEEDS, *REGION_NEEDS)}
+        self.per_image: dict[str, list[torch.Tensor]] = {name: [] for name in ("psnr", *GEOMETRY_NEEDS, *REGION_NEEDS)}
 
     @torch.no_grad()
     def update(self, output: torch.Tensor, target: torch.Tensor, landmarks: torch.Tensor | None = None,
@@ -421,7 +437,7 @@ class MetricSuite(nn.Module):
         if self.face_model is not None and coeffs is not None:
             for name, posed in (("vertex_error", False), ("vertex_error_posed", True)):
                 found[name] = vertex_error(self.face_model, coeffs, target_coeffs, posed=posed)
-        self.psnr.update(output, target)
+        found["psnr"] = peak_signal_noise_ratio(output, target, data_range=1.0, reduction="none", dim=(1, 2, 3))
         self.ssim.update(output, target)
         if self.lpips is not None:
             self.lpips.update(output, target)
@@ -440,7 +456,7 @@ class MetricSuite(nn.Module):
         if self.num_images == 0:
             raise ValueError("no images were given to the metric suite; call update() first")
         results = {name: MetricResult(None, reason) for name, reason in self.unavailable.items()}
-        results["psnr"] = MetricResult(self.psnr.compute().item())
+        results["psnr"] = mean_over_images(self.per_image["psnr"])
         results["ssim"] = MetricResult(self.ssim.compute().item())
         if self.lpips is not None:
             results["lpips"] = MetricResult(self.lpips.compute().item())
@@ -457,9 +473,9 @@ class MetricSuite(nn.Module):
         for name, (needed, data) in GEOMETRY_NEEDS.items():
             if getattr(self, needed) is not None:
                 values = self.per_image[name]
-                results[name] = (MetricResult(torch.cat(values).mean().item()) if values else
+                results[name] = (mean_over_images(values) if values else
                                  MetricResult(None, f"unavailable (no {data} were given)"))
         for name in REGION_NEEDS:
             if self.per_image[name]:
-                results[name] = MetricResult(torch.cat(self.per_image[name]).nanmean().item())
+                results[name] = mean_over_images(self.per_image[name])
         return {name: results[name] for name in TABLE_ORDER if name in results}

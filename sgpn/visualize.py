@@ -78,18 +78,30 @@ def default_light_factor() -> float:
     return DEFAULT_LIGHT * float(FaceModel.sh_basis(torch.tensor([0.0, 0.0, 1.0]))[0])
 
 
+#: The ablation chart's metrics: FID, KID and NME from zero; SSIM and PSNR zoomed (their
+#: titles say so), since their differences are a few hundredths of their values.
+ABLATION_METRICS = ("fid", "kid", "nme", "ssim_face", "psnr")
+
+
 def ablation_chart(evaluation, methods: list[str], task: str = "blind"):
-    """PSNR, SSIM and landmark NME of ``methods`` (rows of a :class:`sgpn.evaluation.Evaluation`)
-    on one task, as three bar charts."""
+    """The :data:`ABLATION_METRICS` of ``methods`` (rows of a :class:`sgpn.evaluation.Evaluation`)
+    on one task, as bar charts with the spread of each value as an error bar."""
     from sgpn.evaluation import METRIC_TITLES, TASK_TITLES
 
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3))
-    for ax, metric in zip(axes, ("psnr", "ssim", "nme")):
-        values = [evaluation.value(task, m, metric) for m in methods]
-        ax.bar(range(len(methods)), values, color=["grey", *(f"C{i}" for i in range(len(methods) - 1))])
+    fig, axes = plt.subplots(1, len(ABLATION_METRICS), figsize=(14, 3))
+    for ax, metric in zip(axes, ABLATION_METRICS):
+        results = [evaluation.result(task, m, metric) for m in methods]
+        values = [r.value for r in results]
+        errors = [r.spread or 0.0 for r in results]
+        ax.bar(range(len(methods)), values, yerr=errors, capsize=3,
+               color=["grey", *(f"C{i}" for i in range(len(methods) - 1))])
         ax.set_xticks(range(len(methods)), methods, rotation=20, fontsize=7, ha="right")
-        ax.set_title(f"{TASK_TITLES.get(task, task)}: {METRIC_TITLES[metric]}")
-        ax.set_ylim(min(values) * 0.9 if metric != "nme" else 0, max(values) * 1.02)
+        zoomed = metric in ("ssim_face", "psnr")
+        if zoomed:
+            low, high = min(values) - max(errors), max(values) + max(errors)
+            ax.set_ylim(low - 0.2 * (high - low), high + 0.2 * (high - low))
+        ax.set_title(f"{METRIC_TITLES[metric]}" + (" (axis not from 0)" if zoomed else ""), fontsize=9)
+    fig.suptitle(TASK_TITLES.get(task, task), fontsize=9)
     fig.tight_layout()
     return fig
 

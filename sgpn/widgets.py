@@ -215,3 +215,60 @@ class CoefficientExplorer:
                 mesh.x, mesh.y, mesh.z = x, y, -z
             if colors:
                 mesh.vertexcolor = hex_colors(self.face.albedo[0])
+
+
+def mask_figure(masks: dict, lq: torch.Tensor, hq: torch.Tensor, face: int, resolution: int, block: int,
+                channel: int):
+    """LQ, GT and one AFFB mask of one face: the channel mean (``channel`` −1) or one channel.
+    The mask's colours stretch over its own range, which the colour bar and title give."""
+    import matplotlib.pyplot as plt
+
+    if (resolution, block) not in masks:
+        raise KeyError(f"no AFFB mask at {resolution} px, block {block}; there are {sorted(masks)}")
+    mask = masks[(resolution, block)][face]
+    if not -1 <= channel < mask.shape[0]:
+        raise ValueError(f"channel must be -1 (mean) or 0..{mask.shape[0] - 1} at {resolution} px, got {channel}")
+    picture = (mask.mean(0) if channel < 0 else mask[channel]).cpu()
+    fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.4))
+    for ax, image, title in ((axes[0], lq[face], "LQ"), (axes[1], hq[face], "GT")):
+        ax.imshow(image.permute(1, 2, 0).clamp(0, 1).cpu())
+        ax.set_title(title, fontsize=8)
+    shown = axes[2].imshow(picture, cmap="viridis", vmin=picture.min().item(), vmax=picture.max().item())
+    fig.colorbar(shown, ax=axes[2], fraction=0.046)
+    axes[2].set_title(f"M {resolution} px, block {block}, {'mean' if channel < 0 else f'channel {channel}'}: "
+                      f"{picture.min():.2f}–{picture.max():.2f}", fontsize=8)
+    for ax in axes:
+        ax.axis("off")
+    return fig
+
+
+def mask_picker(masks: dict, lq: torch.Tensor, hq: torch.Tensor, face: int = 0):
+    """Sliders over faces, the resolutions and blocks that have AFFB masks, and their channels
+    (the channel slider's range follows the resolution); the figure redraws below them."""
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    resolutions = sorted({r for r, _ in masks})
+    controls = {"face": widgets.IntSlider(face, 0, len(lq) - 1, description="face"),
+                "resolution": widgets.Dropdown(options=resolutions, value=resolutions[-1], description="resolution"),
+                "block": widgets.Dropdown(options=sorted({b for _, b in masks}), value=1, description="block"),
+                "channel": widgets.IntSlider(-1, -1, 0, description="channel")}
+    output = widgets.Output()
+
+    def channels(resolution: int) -> int:
+        return masks[(resolution, controls["block"].value)].shape[1]
+
+    def redraw(_=None):
+        controls["channel"].max = channels(controls["resolution"].value) - 1
+        output.clear_output(wait=True)
+        with output:
+            figure = mask_figure(masks, lq, hq, **{name: c.value for name, c in controls.items()})
+            display(figure)
+            plt.close(figure)
+
+    for control in controls.values():
+        control.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([widgets.HBox(list(controls.values())[:2]), widgets.HBox(list(controls.values())[2:]),
+                         output])

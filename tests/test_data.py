@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from unittest import mock
 from pathlib import Path
 
 import lightning
@@ -302,3 +303,16 @@ class _StopAt(lightning.Callback):
     def on_train_batch_end(self, trainer, *args):
         if trainer.global_step >= self.steps:
             trainer.should_stop = True
+
+
+def test_prerendered_faces_are_read_back_identically(model, tmp_path):
+    first = SyntheticFaces(size=32, length=3, seed=7, face_model=model)
+    path = first.prerender(tmp_path)
+    assert path.is_file() and path.parent == tmp_path and len(first.cache) == 3
+    second = SyntheticFaces(size=32, length=3, seed=7, face_model=model)
+    with mock.patch.object(SyntheticFaces, "draw", side_effect=AssertionError("drew a face")):
+        assert second.prerender(tmp_path) == path
+        for index in range(3):
+            assert_items_equal(second[index], first[index])
+    other = SyntheticFaces(size=32, length=3, seed=8, face_model=model)
+    assert other.cache_file(tmp_path) != path  # another seed, another file

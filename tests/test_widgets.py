@@ -57,3 +57,23 @@ def test_faces_are_sent_once(explorer):
     i_before = mesh.i
     explorer.sliders["exp", 0].value = 1.0
     assert mesh.i is i_before
+
+
+def test_mask_picker_offers_only_resolutions_with_masks_and_bounds_the_channel():
+    from sgpn.widgets import mask_figure, mask_picker
+
+    masks = {(res, block): torch.rand(2, channels, res, res)
+             for res, channels in ((16, 32), (32, 16), (64, 8)) for block in (0, 1)}
+    lq = hq = torch.rand(2, 3, 64, 64)
+    picker = mask_picker(masks, lq, hq)
+    resolution, channel = picker.children[0].children[1], picker.children[1].children[1]
+    assert list(resolution.options) == [16, 32, 64] and channel.max == 7
+    resolution.value = 16
+    assert channel.max == 31
+    channel.value = 31
+    resolution.value = 64  # the slider clamps the channel into the new range
+    assert channel.max == 7 and channel.value == 7
+    with pytest.raises(KeyError, match="4 px"):
+        mask_figure(masks, lq, hq, face=0, resolution=4, block=1, channel=-1)
+    with pytest.raises(ValueError, match="0..7"):
+        mask_figure(masks, lq, hq, face=0, resolution=64, block=1, channel=8)

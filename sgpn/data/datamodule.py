@@ -123,14 +123,17 @@ class FaceDataModule(lightning.LightningDataModule):
     ``cache``: keep synthetic items in memory after they are first drawn (they are the same
     every epoch; only their degradation changes). ``None`` caches a split when it fits in
     1 GiB. Each worker process holds its own cache: use ``num_workers=0`` or persistent
-    workers (the default when ``num_workers > 0``).
+    workers (the default when ``num_workers > 0``). ``cache_dir``: pre-render every synthetic
+    split once into this folder (with a progress bar) and read it back in later runs
+    (:meth:`~sgpn.data.synthetic.SyntheticFaces.prerender`); runs that share a data setting,
+    such as the ablation's, then draw no face at all.
     """
 
     def __init__(self, source: str = "synthetic", size: int = 64, batch_size: int = 8,
                  train_length: int = 2000, val_length: int = 64, test_length: int = 256,
                  degradation: str = "blind", degradation_kwargs: dict | None = None,
                  num_workers: int = 0, seed: int = 0, flip: bool = True, occluder_prob: float = 0.5,
-                 cache: bool | None = None):
+                 cache: bool | None = None, cache_dir: str | None = None):
         super().__init__()
         for name, value, low in (("size", size, 16), ("batch_size", batch_size, 1),
                                  ("train_length", train_length, 0), ("val_length", val_length, 0),
@@ -144,7 +147,7 @@ class FaceDataModule(lightning.LightningDataModule):
         self.source, self.size, self.batch_size = source, int(size), int(batch_size)
         self.lengths = {"train": int(train_length), "val": int(val_length), "test": int(test_length)}
         self.num_workers, self.seed, self.flip = int(num_workers), int(seed), flip
-        self.occluder_prob, self.cache = occluder_prob, cache
+        self.occluder_prob, self.cache, self.cache_dir = occluder_prob, cache, cache_dir
         self.degradation = build_degradation(degradation, **(degradation_kwargs or {}))
         self.datasets: dict[str, DegradedFaces] = {}
         self._resume: dict | None = None  # where a resumed run starts, from a checkpoint
@@ -171,6 +174,8 @@ class FaceDataModule(lightning.LightningDataModule):
             length = self.lengths[split]
             cache = self.cache if self.cache is not None else length * per_item <= CACHE_BYTES
             splits[split] = SyntheticFaces(self.size, length, seed, model, self.occluder_prob, cache=cache)
+            if self.cache_dir is not None and length:
+                splits[split].prerender(self.cache_dir)
         return splits
 
     def _folder_splits(self) -> dict[str, Dataset]:

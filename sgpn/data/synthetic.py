@@ -18,13 +18,19 @@ drives the coefficients and every procedural draw, in a fixed order.
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import math
+import os
+import sys
+from pathlib import Path
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from sgpn import coefficients
+from sgpn.data import procedural
 from sgpn.data.procedural import (
     Draws, FaceFrame, blur, derive_seed, noise_1d, over, sd_box, sd_capsule, sd_ellipse,
     sd_superellipse, smoothstep,
@@ -61,7 +67,8 @@ class SyntheticFaces(Dataset):
 
     ``face_model`` defaults to :func:`sgpn.face_model.load_face_model` and must live on the CPU.
     ``cache`` keeps every item drawn, compactly (8-bit image, boolean masks), and returns copies
-    of it later: identical values, without paying for the render again.
+    of it later: identical values, without paying for the render again. :meth:`prerender`
+    draws them all at once into a file that later runs read back.
     """
 
     def __init__(self, size: int = 64, length: int = 1000, seed: int = 0,
@@ -98,6 +105,46 @@ class SyntheticFaces(Dataset):
         if self.cache is not None:
             self.cache[index] = _pack(item)
         return item
+
+    def cache_file(self, folder: str | os.PathLike) -> Path:
+        """Where :meth:`prerender` keeps this set in ``folder``: named by the set's settings and
+        a fingerprint of the code and face model that draw it, so a change redraws it."""
+        fingerprint = hashlib.sha1()
+        for module in (sys.modules[__name__], procedural):
+            fingerprint.update(inspect.getsource(module).encode())
+        for tensor in (self.face_model.mean_shape, self.face_model.id_basis, self.face_model.tex_basis):
+            fingerprint.update(tensor.contiguous().numpy().tobytes()[:1 << 20])
+        name = (f"synthetic-{self.size}px-{self.length}-seed{self.seed}-occ{self.occluder_prob:g}-"
+                f"{fingerprint.hexdigest()[:12]}.pt")
+        return Path(folder) / name
+
+    def prerender(self, folder: str | os.PathLike, progress: bool = True) -> Path:
+        """Fill the cache from ``folder``'s file, drawing (with a progress bar) and writing it
+        first if there is none. Training runs that share the set then skip every render."""
+        from tqdm.auto import tqdm
+
+        if self.cache is None:
+            self.cache = {}
+        path = self.cache_file(folder)
+        if path.is_file():
+            stacked = torch.load(path, map_location="cpu", weights_only=True)
+            if len(stacked["index"]) != self.length:
+                raise ValueError(f"{path} holds {len(stacked['index'])} faces, not {self.length}: delete it")
+            self.cache.update({i: {key: value[i].item() if key == "index" else value[i] for key, value in stacked.items()}
+                               for i in range(self.length)})
+            return path
+        for index in tqdm(range(self.length), desc=f"pre-rendering {self.length} synthetic faces",
+                          disable=not progress):
+            if index not in self.cache:
+                self.cache[index] = _pack(self.draw(index))
+        # one tensor per key (not one object per face): it loads in a blink
+        stacked = {key: torch.stack([torch.as_tensor(self.cache[i][key]) for i in range(self.length)])
+                   for key in self.cache[0]}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(stacked, partial)
+        partial.replace(path)
+        return path
 
     def draw(self, index: int) -> dict:
         """Draw item ``index`` from scratch."""
