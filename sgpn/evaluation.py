@@ -541,10 +541,12 @@ class AFFBStatistics:
 
     occluder: dict[int, float]  # mean M over occluder pixels of all images
     skin: dict[int, float]  # mean M over visible face pixels not covered by an occluder
+    background: dict[int, float]  # mean M where neither the face nor an occluder is (hair, backdrop)
     per_image_ratio: dict[int, torch.Tensor]  # occluder / skin mean per image with occluders
     mean_masks: dict[int, torch.Tensor]  # (N, 1, r, r) channel- and block-mean masks
     num_images: int
     occluder_l1: dict[str, float]  # mean |image - HQ| on occluder pixels: "output" and "i3d"
+    sunglasses_l1: dict[str, float]  # the same on faces whose only occluder is a pair of sunglasses
 
     @property
     def ratio(self) -> dict[int, float]:
@@ -557,7 +559,9 @@ class AFFBStatistics:
 
         return {"images": self.num_images, "ratio": rounded(self.ratio),
                 "occluder_mean": rounded(self.occluder), "skin_mean": rounded(self.skin),
-                **{f"occluder_l1_{name}": round(v, 4) for name, v in self.occluder_l1.items()}}
+                "background_mean": rounded(self.background),
+                **{f"occluder_l1_{name}": round(v, 4) for name, v in self.occluder_l1.items()},
+                **{f"sunglasses_l1_{name}": round(v, 4) for name, v in self.sunglasses_l1.items()}}
 
 
 @torch.no_grad()
@@ -568,36 +572,45 @@ def affb_statistics(module, test_set: Mapping[str, torch.Tensor], batch_size: in
 
     Occluder and face masks are area-averaged to each resolution; a cell counts as occluder
     where an occluder covers more than half of it, as skin where the rendered face covers more
-    than half and no occluder touches it.
+    than half and no occluder touches it, as background where neither touches it.
     """
     if module.hparams.fusion != "affb":
         raise ValueError(f"AFFB statistics need a model with AFFB; this one has fusion="
                          f"{module.hparams.fusion!r}")
+    from sgpn.data.synthetic import OCCLUDERS
+
     masks: dict[int, list[torch.Tensor]] = {}
-    errors = {"output": 0.0, "i3d": 0.0}
+    errors: dict[str, list[torch.Tensor]] = {"output": [], "i3d": []}  # per image: summed |image - HQ|
     for start in range(0, len(test_set["lq"]), batch_size):
         restored = module.restore(test_set["lq"][start:start + batch_size])
         hq = test_set["hq"][start:start + batch_size]
         cover = test_set["occluder_mask"][start:start + batch_size].float()
         for name, image in (("output", restored.output), ("i3d", restored.d3d)):
-            errors[name] += ((image - hq).abs() * cover).sum().item()
+            errors[name].append(((image - hq).abs() * cover).flatten(1).sum(1))
         for res in sorted({r for r, _ in restored.masks if r >= AFFB_MIN_RESOLUTION}):
             blocks = [m.mean(1, keepdim=True) for (r, _), m in restored.masks.items() if r == res]
             masks.setdefault(res, []).append(torch.stack(blocks).mean(0))
     mean_masks = {res: torch.cat(parts) for res, parts in masks.items()}
-    occluder, skin, per_image = {}, {}, {}
+    occluder, skin, background, per_image = {}, {}, {}, {}
     for res, mask in mean_masks.items():
         cover = F.adaptive_avg_pool2d(test_set["occluder_mask"].float(), res)
         face = F.adaptive_avg_pool2d(test_set["face_mask"].float(), res)
         on_occluder, on_skin = cover > 0.5, (face > 0.5) & (cover == 0)
         occluder[res] = mask[on_occluder].mean().item()
         skin[res] = mask[on_skin].mean().item()
+        background[res] = mask[(face == 0) & (cover == 0)].mean().item()
         has = on_occluder.flatten(1).any(1) & on_skin.flatten(1).any(1)
         sums = lambda where: (mask * where).flatten(1).sum(1) / where.flatten(1).sum(1).clamp(min=1)  # noqa: E731
         per_image[res] = (sums(on_occluder) / sums(on_skin))[has]
-    occluder_pixels = 3 * test_set["occluder_mask"].float().sum().item()
-    occluder_l1 = {name: total / max(occluder_pixels, 1.0) for name, total in errors.items()}
-    return AFFBStatistics(occluder, skin, per_image, mean_masks, len(test_set["lq"]), occluder_l1)
+    pixels = 3 * test_set["occluder_mask"].float().flatten(1).sum(1)
+    only_sunglasses = test_set["occluders"][:, OCCLUDERS.index("sunglasses")] & (test_set["occluders"].sum(1) == 1)
+
+    def mean_l1(faces: torch.Tensor) -> dict[str, float]:
+        return {name: (torch.cat(parts)[faces].sum() / pixels[faces].sum().clamp(min=1)).item()
+                for name, parts in errors.items()}
+
+    return AFFBStatistics(occluder, skin, background, per_image, mean_masks, len(test_set["lq"]),
+                          mean_l1(torch.ones_like(only_sunglasses)), mean_l1(only_sunglasses))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -72,3 +72,12 @@ def bfm_path(tmp_path: Path) -> Path:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_feature_cache(tmp_path_factory):
+    """Inception features the tests keep go to a scratch folder, not the user's cache."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("SGPN_CACHE", str(tmp_path_factory.mktemp("sgpn-cache")))
+    yield
+    patch.undo()

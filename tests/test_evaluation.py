@@ -16,6 +16,12 @@ from sgpn.cli import main
 from sgpn.evaluation import (
     BOUND_METHODS,
     DEGRADATION_LEVELS,
+    Evaluation,
+    Row,
+    beats,
+    reaches,
+    read_evaluation,
+    restoration_claims,
     affb_statistics,
     bound_reconstructions,
     checkpoint_method,
@@ -28,7 +34,7 @@ from sgpn.evaluation import (
     shape_from_lq,
     synthetic_faces,
 )
-from sgpn.metrics import MetricSuite
+from sgpn.metrics import MetricResult, MetricSuite
 from sgpn.training import SGPNModule
 
 MICRO = dict(generator={"size": 32, "channels": {4: 16, 8: 16, 16: 8, 32: 8}, "encoder_style_dim": 32,
@@ -101,6 +107,44 @@ def test_evaluate_rows_tables_and_files(tmp_path, faces, blind):
     assert text.startswith("Caption line") and "| SR ×4 | bicubic |" in text and "PSNR ↑" in text
     rows = list(csv.DictReader(table.open()))
     assert len(rows) == 5 and rows[0]["vertex_error"] == "" and float(rows[1]["vertex_error"]) > 0
+    assert float(rows[1]["nme_spread"]) > 0 and float(rows[1]["ssim_face"]) > 0
+    again = read_evaluation(table)
+    assert [(r.task, r.method, r.num_images) for r in again.rows] == [
+        (r.task, r.method, r.num_images) for r in evaluation.rows]
+    for metric in ("psnr", "ssim_face", "nme"):
+        assert again.result("blind", "micro", metric) == evaluation.result("blind", "micro", metric)
+
+
+def table_of(cells: dict) -> Evaluation:
+    """An evaluation from ``{(task, method): {metric: (value, spread)}}``."""
+    evaluation = Evaluation()
+    for (task, method), metrics in cells.items():
+        evaluation.rows.append(Row(task, method, {m: MetricResult(v, spread=s) for m, (v, s) in metrics.items()}, 500))
+    return evaluation
+
+
+def test_claims_hold_fail_or_fall_within_noise():
+    table = table_of({
+        ("blind", "LQ input"): {"fid": (300.0, None), "kid": (0.30, 0.02), "nme": (0.100, 0.002),
+                                "psnr": (22.3, 0.1), "ssim_face": (0.560, 0.003)},
+        ("blind", "full SGPN"): {"fid": (100.0, None), "kid": (0.06, 0.004), "nme": (0.079, 0.002),
+                                 "psnr": (22.25, 0.1), "ssim_face": (0.585, 0.003)},
+        ("blind", "A: no F_3d"): {"fid": (104.0, None), "kid": (0.062, 0.004), "nme": (0.090, 0.002),
+                                  "psnr": (22.3, 0.1), "ssim_face": (0.580, 0.003)},
+    })
+    verdicts = {c.statement: c.verdict for c in restoration_claims(table, variants=["A: no F_3d"])}
+    assert verdicts["full SGPN: FID ≤ 0.6 × LQ input's (blind restoration)"] == "holds"
+    assert verdicts["full SGPN: NME ≤ 0.8 × LQ input's (blind restoration)"] == "holds"
+    # 0.585 misses the bar of 0.590 by more than its standard error; PSNR misses 22.3 by less
+    assert verdicts["full SGPN: SSIM ≥ LQ input's +0.03 (blind restoration)"] == "fails"
+    assert verdicts["full SGPN: PSNR ≥ LQ input's (blind restoration)"] == "within noise"
+    assert verdicts["full SGPN beats A: no F_3d on NME (blind restoration)"] == "holds"
+    # FID is 4 lower, but KID's gap is inside its spread: not a finding
+    assert verdicts["full SGPN beats A: no F_3d on FID (blind restoration)"] == "within noise"
+    assert beats(table, "blind", "A: no F_3d", "full SGPN", "nme").verdict == "fails"
+    assert "0.0790 ± 0.0020" in str(reaches(table, "blind", "full SGPN", "LQ input", "nme", factor=0.8))
+    with pytest.raises(ValueError, match="hole_l1"):
+        reaches(table, "blind", "full SGPN", "LQ input", "hole_l1")
 
 
 def test_unavailable_metrics_are_named_not_numbered(blind, monkeypatch, tmp_path):
@@ -177,6 +221,10 @@ def test_affb_statistics_compare_occluder_and_skin(blind):
     assert stats.skin[32] == pytest.approx(mean[skin].mean().item(), rel=1e-5)
     assert stats.ratio[32] == pytest.approx(stats.occluder[32] / stats.skin[32])
     assert len(stats.per_image_ratio[32]) > 0
+    covered = blind["occluder_mask"].expand_as(blind["hq"]) > 0.5
+    expected = (restored.output - blind["hq"]).abs()[covered].mean().item()
+    assert stats.occluder_l1["output"] == pytest.approx(expected, rel=1e-4)
+    assert stats.occluder_l1["i3d"] > 0
     with pytest.raises(ValueError, match="need a model with AFFB"):
         affb_statistics(micro_module(fusion="sum"), blind)
 
