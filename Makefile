@@ -27,9 +27,9 @@ lab: venv
 test: venv
 	$(BIN)/pytest --nbval-lax tests notebooks
 
-## make bench: print the benchmark JSON lines
+## make bench: print the benchmark JSON lines (ablation: about 15 minutes on 2 cores)
 bench: venv
-	$(BIN)/sgpn bench raster explorer shape
+	$(BIN)/sgpn bench raster explorer shape ablation affb
 
 ## make figures: regenerate figures/ headless from the kit's checkpoints
 figures: venv
