@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     figures = sub.add_parser("figures", help="regenerate the kit's figures headless")
     figures.add_argument("names", nargs="*", help="figure names (default: all)")
     figures.add_argument("--out", default="figures", help="output folder")
-    figures.add_argument("--num-images", type=int, default=256, help="held-out faces behind the statistics")
+    figures.add_argument("--num-images", type=int, default=256,
+                         help="held-out faces behind the statistics (the ablation table: twice as many)")
     figures.set_defaults(func=_figures)
     restore = sub.add_parser("restore", help="restore a folder of aligned face crops")
     restore.add_argument("--ckpt", required=True, help="SGPN checkpoint written by sgpn fit")
@@ -119,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--num-images", type=int, help="held-out images (default: the config's test_length)")
     evaluate.add_argument("--teacher", help="teacher checkpoint for the NME (default: the first checkpoint's)")
     evaluate.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
-    evaluate.add_argument("--no-fid", action="store_true", help="skip FID")
+    evaluate.add_argument("--no-fid", action="store_true", help="skip FID and KID (one Inception forward per image)")
     evaluate.add_argument("--out", default="results", help="output folder")
     evaluate.add_argument("--name", default="evaluation", help="file name of the tables (.md, .csv)")
     evaluate.add_argument("--caption", default="", help="text above the markdown table")

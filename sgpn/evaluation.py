@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from sgpn.metrics import TABLE_ORDER, MetricResult, MetricSuite, landmark_nme, teacher_landmarks, vertex_error
+from sgpn.metrics import MetricResult, MetricSuite, landmark_nme, mean_over_images, teacher_landmarks, vertex_error
 
 #: Tasks of the paper, as degradation names (see :func:`sgpn.degradations.build_degradation`).
 TASKS = ("blind", "sr4", "sr8", "sr16", "inpaint")
@@ -383,9 +383,8 @@ def shape_from_lq(regressors: Mapping[str, object], faces, levels: Iterable[str]
                                 for chunk in images.split(batch_size)])
             landmarks = prior.face_model(coeffs, prior.frame_size).landmarks_2d
             target = prior.points_to_frame(test_set["landmarks"], images.shape[-1])
-            results = {"nme": MetricResult(landmark_nme(landmarks, target).mean().item()),
-                       "vertex_error": MetricResult(
-                           vertex_error(prior.face_model, coeffs, test_set["coeffs"]).mean().item())}
+            results = {"nme": mean_over_images([landmark_nme(landmarks, target)]),
+                       "vertex_error": mean_over_images([vertex_error(prior.face_model, coeffs, test_set["coeffs"])])}
             evaluation.rows.append(Row(f"blind ({level})" if level != "HQ" else "HQ (no degradation)",
                                        name, results, len(images)))
     return evaluation
