@@ -54,11 +54,17 @@ def _figures(args: argparse.Namespace) -> int:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from sgpn.restore import restore_folder
+    from sgpn.restore import restore_folder, restore_photos
 
-    written = restore_folder(args.ckpt, args.input, args.output, batch_size=args.batch_size,
-                             device=args.device)
-    print(f"{len(written)} restored faces in {args.output}")
+    if args.aligned:
+        written = restore_folder(args.ckpt, args.input, args.output, batch_size=args.batch_size,
+                                 device=args.device)
+        print(f"{len(written)} restored faces in {args.output}")
+        return 0
+    report = restore_photos(args.ckpt, args.input, args.output, threshold=args.threshold,
+                            details=args.details, device=args.device)
+    print(f"{len(report['restored'])} photo(s) restored, {len(report['no_face'])} without a face (copied "
+          f"unchanged), {len(report['skipped'])} skipped, in {args.output}")
     return 0
 
 
@@ -101,11 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument("--num-images", type=int, default=256,
                          help="held-out faces behind the statistics (the ablation table: twice as many)")
     figures.set_defaults(func=_figures)
-    restore = sub.add_parser("restore", help="restore a folder of aligned face crops")
+    restore = sub.add_parser("restore", help="restore the faces of whole photos (or aligned crops)")
     restore.add_argument("--ckpt", required=True, help="SGPN checkpoint written by sgpn fit")
-    restore.add_argument("input", help="folder of aligned face crops")
-    restore.add_argument("output", help="folder for the restored faces (PNG, same names)")
-    restore.add_argument("--batch-size", type=int, default=4)
+    restore.add_argument("input", help="a photo or a folder of photos (with --aligned: of aligned face crops)")
+    restore.add_argument("output", help="folder for the results (PNG, same names)")
+    restore.add_argument("--aligned", action="store_true",
+                         help="the inputs are aligned face crops: resize and restore them whole")
+    restore.add_argument("--threshold", type=float, help="face probability to accept (default 0.95)")
+    restore.add_argument("--details", action="store_true",
+                         help="also write each face's aligned crop, I_3d, restored crop and AFFB masks")
+    restore.add_argument("--batch-size", type=int, default=4, help="--aligned: crops per forward pass")
     restore.add_argument("--device", default="cpu", help="e.g. cpu, cuda, cuda:1")
     restore.set_defaults(func=_restore)
     evaluate = sub.add_parser("evaluate", help="score checkpoints and baselines; markdown and CSV tables")

@@ -268,14 +268,16 @@ def test_restore_and_export(tmp_path, micro_teacher, micro_run, capsys):
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(faces / "a.jpg")
     Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8)).save(faces / "sub" / "b.png")
-    assert main(["restore", "--ckpt", str(small), str(faces), str(tmp_path / "out")]) == 0
+    (faces / "broken.png").write_bytes(b"not an image")
+    with pytest.warns(UserWarning, match="skipped unreadable image .*broken.png"):
+        assert main(["restore", "--aligned", "--ckpt", str(small), str(faces), str(tmp_path / "out")]) == 0
     assert "2 restored faces" in capsys.readouterr().out
     outputs = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png"))
     assert outputs == ["a.png", "sub/b.png"]
     restored = np.asarray(Image.open(tmp_path / "out" / "a.png"))
     assert restored.shape == (32, 32, 3) and restored.std() > 0
-    with pytest.raises(NotADirectoryError):
-        main(["restore", "--ckpt", str(small), str(tmp_path / "absent"), str(tmp_path / "out2")])
+    with pytest.raises(FileNotFoundError, match="input not found"):
+        main(["restore", "--aligned", "--ckpt", str(small), str(tmp_path / "absent"), str(tmp_path / "out2")])
 
 
 def test_compact_export_keeps_what_restoring_needs(tmp_path, micro_run):

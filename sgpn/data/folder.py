@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".ppm", ".tif", ".tiff", ".webp")
 
 #: Errors PIL raises for files it cannot read.
-_READ_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
+READ_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 class FaceFolder(Dataset):
@@ -54,7 +54,7 @@ class FaceFolder(Dataset):
                     width, height = image.size
                     if verify:
                         image.verify()
-            except _READ_ERRORS as err:
+            except READ_ERRORS as err:
                 bad.append(path)
                 warnings.warn(f"skipping unreadable image {path}: {err}", stacklevel=2)
                 continue
@@ -82,26 +82,40 @@ class FaceFolder(Dataset):
             path = self.files[(index + offset) % len(self)]
             try:
                 hq = load_image(path, self.size)
-            except _READ_ERRORS as err:
+            except READ_ERRORS as err:
                 warnings.warn(f"could not decode {path} ({err}); using the next image instead", stacklevel=2)
                 continue
             return {"hq": hq, "index": index, "path": str(path)}
         raise RuntimeError(f"no image in {self.root} could be decoded")
 
 
-def load_image(path: str | os.PathLike, size: int) -> torch.Tensor:
-    """One image as ``(3, size, size)`` float in [0, 1]: EXIF orientation applied, converted to
-    RGB (16-bit grayscale scaled, not clipped), centre-cropped to a square, resized."""
+def read_rgb(path: str | os.PathLike) -> torch.Tensor:
+    """A whole image as ``(3, H, W)`` float in [0, 1]: EXIF orientation applied, converted to RGB
+    (16-bit grayscale scaled, not clipped; alpha, palette, CMYK and grayscale through PIL)."""
     with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)
-        if image.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grayscale: PIL's RGB clips
-            levels = (np.asarray(image, dtype=np.float64) / 257.0).round().clip(0, 255)
-            image = Image.fromarray(levels.astype(np.uint8))
-        image = image.convert("RGB")
+        return _to_tensor(_rgb(image))
+
+
+def load_image(path: str | os.PathLike, size: int) -> torch.Tensor:
+    """One image as ``(3, size, size)`` float in [0, 1]: read as :func:`read_rgb` does,
+    centre-cropped to a square, resized (bicubic)."""
+    with Image.open(path) as image:
+        image = _rgb(image)
         side = min(image.size)
         left, top = (image.width - side) // 2, (image.height - side) // 2
         image = image.crop((left, top, left + side, top + side))
         if side != size:
             image = image.resize((size, size), Image.Resampling.BICUBIC)
-        array = np.asarray(image, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
+        return _to_tensor(image)
+
+
+def _rgb(image: Image.Image) -> Image.Image:
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grayscale: PIL's RGB clips
+        levels = (np.asarray(image, dtype=np.float64) / 257.0).round().clip(0, 255)
+        image = Image.fromarray(levels.astype(np.uint8))
+    return image.convert("RGB")
+
+
+def _to_tensor(image: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float() / 255.0
