@@ -54,15 +54,17 @@ def _figures(args: argparse.Namespace) -> int:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from sgpn.restore import restore_folder, restore_photos
+    from sgpn.restore import load_restorer, restore_folder, restore_photos
 
     if args.aligned:
+        if args.ckpt is None:
+            raise SystemExit("--aligned restores with a kit checkpoint (--ckpt)")
         written = restore_folder(args.ckpt, args.input, args.output, batch_size=args.batch_size,
                                  device=args.device)
         print(f"{len(written)} restored faces in {args.output}")
         return 0
-    report = restore_photos(args.ckpt, args.input, args.output, threshold=args.threshold,
-                            details=args.details, device=args.device)
+    module = load_restorer(args.ckpt, args.official, args.device)
+    report = restore_photos(module, args.input, args.output, threshold=args.threshold, details=args.details)
     print(f"{len(report['restored'])} photo(s) restored, {len(report['no_face'])} without a face (copied "
           f"unchanged), {len(report['skipped'])} skipped, in {args.output}")
     return 0
@@ -108,7 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="held-out faces behind the statistics (the ablation table: twice as many)")
     figures.set_defaults(func=_figures)
     restore = sub.add_parser("restore", help="restore the faces of whole photos (or aligned crops)")
-    restore.add_argument("--ckpt", required=True, help="SGPN checkpoint written by sgpn fit")
+    weights = restore.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--ckpt", help="SGPN checkpoint written by sgpn fit (or a kit checkpoint)")
+    weights.add_argument("--official", metavar="DIR", help="the release's checkpoints/ folder: sgpn.pth, "
+                         "d3dfr_finetune_ours.pth and BFM/BFM09_model_info.mat (or BFM_model_front.mat)")
     restore.add_argument("input", help="a photo or a folder of photos (with --aligned: of aligned face crops)")
     restore.add_argument("output", help="folder for the results (PNG, same names)")
     restore.add_argument("--aligned", action="store_true",

@@ -102,22 +102,35 @@ def save_details(face: RestoredFace, stem: Path) -> list[Path]:
     return written
 
 
-def restore_photos(ckpt: str | os.PathLike, source: str | os.PathLike, output_dir: str | os.PathLike,
-                   threshold: float | None = None, details: bool = False, device: str = "cpu",
-                   progress: bool = True) -> dict[str, list]:
-    """``sgpn restore``: every photo under ``source`` (a file or a folder) into ``output_dir``.
-    Returns the written results, the photos without a face (copied) and the skipped files."""
+def load_restorer(ckpt: str | os.PathLike | None = None, official: str | os.PathLike | None = None,
+                  device: str = "cpu"):
+    """A kit SGPN checkpoint, or the release's weights from the folder ``official`` (see
+    :mod:`sgpn.official`), ready to ``restore``. Kit models come with a notice: they are small
+    and trained on synthetic faces."""
     from sgpn.checkpoints import load_sgpn
     from sgpn.evaluation import KIT_DIR
+    from sgpn.official import load_official
 
-    input_root, files = input_images(source)
-    output_root = Path(output_dir)
-    if input_root.resolve() == output_root.resolve():
-        raise ValueError("the output folder must differ from the input folder")
+    if (ckpt is None) == (official is None):
+        raise ValueError("give either a kit checkpoint or the folder of the official weights")
+    if official is not None:
+        return load_official(official).to(device)
     module = load_sgpn(ckpt, map_location=device)
     if Path(ckpt).resolve().parent == KIT_DIR.resolve():
         print(f"note: {Path(ckpt).name} is a kit model, {module.size} px and trained on synthetic faces only; "
               f"on real photos it shows the pipeline, not the paper's quality")
+    return module
+
+
+def restore_photos(module, source: str | os.PathLike, output_dir: str | os.PathLike,
+                   threshold: float | None = None, details: bool = False, progress: bool = True) -> dict[str, list]:
+    """``sgpn restore``: every photo under ``source`` (a file or a folder) into ``output_dir``
+    with ``module`` (:func:`load_restorer`). Returns the written results, the photos without a
+    face (copied) and the skipped files."""
+    input_root, files = input_images(source)
+    output_root = Path(output_dir)
+    if input_root.resolve() == output_root.resolve():
+        raise ValueError("the output folder must differ from the input folder")
     report: dict[str, list] = {"restored": [], "no_face": [], "skipped": []}
     bar = tqdm(files, desc="restoring photos", unit="photo", disable=not progress)
     for path in bar:

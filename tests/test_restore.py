@@ -89,3 +89,51 @@ def test_a_folder_with_bad_files_loses_and_mixes_up_nothing(tmp_path, capsys):
     assert {p.name for p in out.glob("a_portrait_face0_*")} >= {"a_portrait_face0_crop.png", "a_portrait_face0_i3d.png",
                                                                "a_portrait_face0_restored.png"}
     assert any(p.name.startswith("a_portrait_face0_mask64") for p in out.iterdir())
+
+
+def write_official_folder(folder: Path, bfm_name: str = "BFM/BFM09_model_info.mat") -> dict[str, Path]:
+    """The release's files with random weights: a generator in its format (the tiny config, to
+    keep the test small), the D3DFR ResNet-50 as ``{"net_recon": ...}`` and a BFM fixture."""
+    from conftest import write_bfm_mat
+    from sgpn.generator import SGPNGenerator
+    from sgpn.regressor import CoefficientRegressor
+
+    torch.manual_seed(0)
+    (folder / Path(bfm_name).parent).mkdir(parents=True, exist_ok=True)
+    torch.save(SGPNGenerator("tiny").state_dict(), folder / "sgpn.pth")
+    torch.save({"net_recon": CoefficientRegressor().state_dict()}, folder / "d3dfr_finetune_ours.pth")
+    write_bfm_mat(folder / bfm_name)
+    return {"generator": folder / "sgpn.pth", "regressor": folder / "d3dfr_finetune_ours.pth", "bfm": folder / bfm_name}
+
+
+@pytest.mark.parametrize("bfm_name", ["BFM/BFM09_model_info.mat", "BFM_model_front.mat"])
+def test_official_weights_run_the_release_pipeline(tmp_path, bfm_name):
+    from sgpn.face_model import FaceModel, load_bfm
+    from sgpn.generator import SGPNGenerator
+    from sgpn.official import load_official
+    from sgpn.regressor import CoefficientRegressor
+    from sgpn.shape_prior import ShapePrior
+
+    files = write_official_folder(tmp_path, bfm_name)
+    official = load_official(tmp_path, generator_config="tiny")
+    crop = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    restored = official.restore(crop)
+    # the release's pipeline composed by hand from the same files
+    generator = SGPNGenerator.from_checkpoint(files["generator"], "tiny").eval()
+    prior = ShapePrior(regressor=CoefficientRegressor.from_checkpoint(files["regressor"]).eval(),
+                       face_model=FaceModel(load_bfm(files["bfm"]))).eval()
+    with torch.no_grad():
+        shape = prior(crop * 2 - 1)
+        output = generator(crop * 2 - 1, shape.image, shape.coeffs)
+    torch.testing.assert_close(restored.d3d, (shape.image + 1) / 2)
+    torch.testing.assert_close(restored.output, ((output + 1) / 2).clamp(0, 1))
+    with pytest.raises(ValueError, match="64 px crops"):
+        official.restore(torch.rand(1, 3, 32, 32))
+
+
+def test_official_folder_must_be_complete(tmp_path):
+    from sgpn.official import load_official
+
+    (tmp_path / "sgpn.pth").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="d3dfr_finetune_ours.pth.*BFM09_model_info.mat"):
+        load_official(tmp_path)
