@@ -432,15 +432,16 @@ def _noise(*results: MetricResult) -> float | None:
 
 def beats(evaluation: Evaluation, task: str, method: str, other: str, metric: str) -> Claim:
     """``method`` is better than ``other`` on ``metric``. The noise is the two spreads combined;
-    FID has none of its own, so a FID gap counts only when KID agrees beyond KID's spread."""
+    FID has none of its own, so a FID gap (either way) counts only when KID agrees beyond KID's
+    spread, and is within noise otherwise."""
     sign = -1 if metric in LOWER_IS_BETTER else 1
     a, b = _cell(evaluation, task, method, metric), _cell(evaluation, task, other, metric)
     gap = sign * (a.value - b.value)
     verdict = _verdict(gap, _noise(a, b))
-    if metric == "fid" and verdict != "fails":
+    if metric == "fid":  # KID is the arbiter: a finding only when it agrees beyond its spread
         ka, kb = _cell(evaluation, task, method, "kid"), _cell(evaluation, task, other, "kid")
-        if _verdict(kb.value - ka.value, _noise(ka, kb)) != "holds":
-            verdict = "within noise"
+        by_kid = _verdict(kb.value - ka.value, _noise(ka, kb))
+        verdict = verdict if by_kid == verdict else "within noise"
     title = METRIC_TITLES[metric].split()[0]
     return Claim(f"{method} beats {other} on {title} ({TASK_TITLES.get(task, task)})", verdict,
                  f"{a.format(4)} against {b.format(4)}")

@@ -142,6 +142,7 @@ def test_claims_hold_fail_or_fall_within_noise():
     # FID is 4 lower, but KID's gap is inside its spread: not a finding
     assert verdicts["full SGPN beats A: no F_3d on FID (blind restoration)"] == "within noise"
     assert beats(table, "blind", "A: no F_3d", "full SGPN", "nme").verdict == "fails"
+    assert beats(table, "blind", "LQ input", "full SGPN", "fid").verdict == "fails"  # FID and KID agree
     assert "0.0790 ± 0.0020" in str(reaches(table, "blind", "full SGPN", "LQ input", "nme", factor=0.8))
     with pytest.raises(ValueError, match="hole_l1"):
         reaches(table, "blind", "full SGPN", "LQ input", "hole_l1")
