@@ -442,7 +442,7 @@ def beats(evaluation: Evaluation, task: str, method: str, other: str, metric: st
         ka, kb = _cell(evaluation, task, method, "kid"), _cell(evaluation, task, other, "kid")
         by_kid = _verdict(kb.value - ka.value, _noise(ka, kb))
         verdict = verdict if by_kid == verdict else "within noise"
-    title = METRIC_TITLES[metric].split()[0]
+    title = METRIC_TITLES[metric].rsplit(" ", 1)[0]  # without the arrow
     return Claim(f"{method} beats {other} on {title} ({TASK_TITLES.get(task, task)})", verdict,
                  f"{a.format(4)} against {b.format(4)}")
 
@@ -460,7 +460,7 @@ def reaches(evaluation: Evaluation, task: str, method: str, other: str, metric: 
     relation = "≤" if lower else "≥"
     scale = f"{factor:g} × " if factor != 1 else ""
     plus = f" {margin:+g}" if margin else ""
-    title = METRIC_TITLES[metric].split()[0]
+    title = METRIC_TITLES[metric].rsplit(" ", 1)[0]  # without the arrow
     return Claim(f"{method}: {title} {relation} {scale}{other}'s{plus} ({TASK_TITLES.get(task, task)})",
                  verdict, f"{a.format(4)} against a bar of {bar:.4f}")
 
