@@ -2,7 +2,8 @@
 into an aligned crop, and the feathered paste-back of a restored crop into the photo.
 
 The release aligns a detected face by a least-squares similarity (Umeyama, with scale) from
-its five points (eyes, nose tip, mouth corners) onto a fixed template, warps the photo with
+its five points (eyes, nose tip, mouth corners) onto a fixed template (the square-padded 96 x
+112 template of :func:`sgpn.shape_prior.template_points`), warps the photo with
 it (bicubic) and, after restoration, blends the crop back through the inverse warp with a
 blurred rectangle as the mask, so that no seam shows and every pixel away from the face is
 left exactly as it was. Umeyama's closed form is a few lines; the warps and the blur are
@@ -16,18 +17,11 @@ from __future__ import annotations
 
 import torch
 
-#: The release's 512 px template: eyes, nose tip, mouth corners (x, y), as derived in
-#: ``SGPN_REFERENCE.md`` from the 96 x 112 template with square padding and inner padding 0.25.
-TEMPLATE_512 = torch.tensor([[202.04, 242.88], [309.43, 242.29], [256.08, 303.96],
-                             [211.96, 366.83], [300.89, 366.34]], dtype=torch.float64)
+from sgpn.shape_prior import invert_similarity, template_points
+
 #: The release's paste-back mask in a 512 crop: a rectangle from pixel 26 to 486, blurred twice
 #: with a Gaussian of sigma 4 (kernel 101); other crop sizes scale it.
 MASK_MARGIN_512, MASK_SIGMA_512 = 26, 4.0
-
-
-def template(size: int = 512) -> torch.Tensor:
-    """The five template points for a ``size`` px crop ``(5, 2)``."""
-    return TEMPLATE_512 * (size / 512)
 
 
 def similarity_matrix(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -53,12 +47,6 @@ def similarity_matrix(source: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return torch.cat([scale * rotation, translation[:, None]], 1)
 
 
-def invert(matrix: torch.Tensor) -> torch.Tensor:
-    """The inverse of a ``(2, 3)`` affine matrix."""
-    full = torch.cat([matrix.double(), torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64)])
-    return torch.linalg.inv(full)[:2]
-
-
 def _warp(image: torch.Tensor, matrix: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
     from kornia.geometry.transform import warp_affine
 
@@ -70,7 +58,7 @@ def align(photo: torch.Tensor, points: torch.Tensor, size: int = 512) -> tuple[t
     """The aligned ``(3, size, size)`` crop of ``photo`` ``(3, H, W)`` in [0, 1] for a face's
     five ``points``, warped bicubically (and clamped to [0, 1], which bicubic overshoots), and
     the ``(2, 3)`` matrix from photo to crop pixels."""
-    matrix = similarity_matrix(points, template(size))
+    matrix = similarity_matrix(points, template_points(size))
     return _warp(photo, matrix, (size, size), "bicubic").clamp(0, 1), matrix
 
 
@@ -94,7 +82,7 @@ def paste_back(photo: torch.Tensor, crop: torch.Tensor, matrix: torch.Tensor) ->
     the photo's pixels are returned untouched."""
     size = crop.shape[-1]
     height, width = photo.shape[-2:]
-    inverse = invert(matrix)
+    inverse = invert_similarity(matrix.double())
     weight = _warp(paste_mask(size), inverse, (height, width), "bilinear").clamp(0, 1)
     restored = _warp(crop, inverse, (height, width), "bicubic").clamp(0, 1)
     blended = torch.where(weight > 0, photo * (1 - weight) + restored * weight, photo)

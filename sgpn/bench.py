@@ -173,23 +173,15 @@ def row_scores(results: dict) -> dict:
     return row
 
 
-def blind_scores(modules: dict, num_images: int, size: int, degradation_kwargs: dict | None = None):
-    """Every module and the LQ input on the first ``num_images`` held-out faces at the blind
-    degradation: the :class:`~sgpn.evaluation.Evaluation` (FID, KID, NME, SSIM, PSNR)."""
-    from sgpn.evaluation import degraded_test_set, evaluate, synthetic_faces
-
-    teacher = next(iter(modules.values())).teacher
-    test_set = degraded_test_set(synthetic_faces(size, num_images), "blind", degradation_kwargs)
-    return evaluate(modules, {"blind": test_set}, teacher, lpips=False, progress=False)
-
-
 def evaluate_checkpoint(checkpoint, data: dict, num_images: int = 512) -> dict:
     """FID, KID, landmark NME, SSIM on the face and PSNR of the LQ input and of the restored
     faces, on the first ``num_images`` faces of the held-out set at the data's degradation."""
     from sgpn.checkpoints import load_sgpn
+    from sgpn.evaluation import degraded_test_set, evaluate, synthetic_faces
 
-    evaluation = blind_scores({"out": load_sgpn(checkpoint)}, num_images, data["size"],
-                              data.get("degradation_kwargs"))
+    module = load_sgpn(checkpoint)
+    test_set = degraded_test_set(synthetic_faces(data["size"], num_images), "blind", data.get("degradation_kwargs"))
+    evaluation = evaluate({"out": module}, {"blind": test_set}, module.teacher, lpips=False, progress=False)
     rows = {"lq" if row.method == "LQ input" else "out": row_scores(row.results) for row in evaluation.rows}
     return {"images": num_images, **{f"{metric}_{key}": rows[key][metric]
                                      for metric in (*ROW_METRICS, "kid_std") for key in ("lq", "out")}}

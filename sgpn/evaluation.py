@@ -403,10 +403,6 @@ class Claim:
     verdict: str
     detail: str
 
-    @property
-    def holds(self) -> bool:
-        return self.verdict == "holds"
-
     def __str__(self) -> str:
         return f"{self.verdict}: {self.statement} ({self.detail})"
 

@@ -317,7 +317,8 @@ def vertex_error(face_model: FaceModel, predicted: torch.Tensor, target: torch.T
 
 
 def check_mask(mask: torch.Tensor, image: torch.Tensor, name: str) -> torch.Tensor:
-    """A ``(B, 1, H, W)`` mask in [0, 1] matching ``image``, with some pixels in every image."""
+    """A ``(B, 1, H, W)`` mask in [0, 1] matching ``image`` (an empty mask is allowed: its
+    image's value is then undefined, see :func:`region_metric`)."""
     if not isinstance(mask, torch.Tensor) or mask.shape != (image.shape[0], 1, *image.shape[2:]):
         raise ValueError(f"the mask for {name} must have shape {(image.shape[0], 1, *image.shape[2:])}, "
                          f"got {tuple(getattr(mask, 'shape', ()))}")

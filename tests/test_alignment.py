@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from sgpn.alignment import align, invert, paste_back, paste_mask, similarity_matrix, template
+from sgpn.alignment import align, paste_back, paste_mask, similarity_matrix
+from sgpn.shape_prior import invert_similarity as invert, template_points
 
 
 def rotation(angle: float, scale: float, shift: tuple[float, float]) -> torch.Tensor:
@@ -21,7 +22,7 @@ def apply(matrix: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
 
 def test_umeyama_recovers_a_similarity_and_fits_noisy_points_best():
     truth = rotation(0.3, 0.7, (12.0, -5.0))
-    source = template(512)
+    source = torch.from_numpy(template_points(512))
     fitted = similarity_matrix(source, apply(truth, source))
     torch.testing.assert_close(fitted, truth)
     noisy = apply(truth, source) + torch.tensor([[1.0, 0], [0, -1], [0.5, 0.5], [-1, 0], [0, 1]], dtype=torch.float64)
@@ -34,7 +35,7 @@ def test_umeyama_recovers_a_similarity_and_fits_noisy_points_best():
 
 
 def test_mirrored_points_give_a_rotation_not_a_reflection():
-    source = template(512)
+    source = torch.from_numpy(template_points(512))
     mirrored = source * torch.tensor([-1.0, 1.0], dtype=torch.float64)
     assert torch.det(similarity_matrix(source, mirrored)[:, :2]) > 0
 
@@ -43,15 +44,15 @@ def test_mirrored_points_give_a_rotation_not_a_reflection():
     (torch.zeros(5, 2), "coincide"), (torch.full((5, 2), math.nan), "NaN"), (torch.zeros(5, 3), "point sets")])
 def test_bad_points_are_refused(points, message):
     with pytest.raises(ValueError, match=message):
-        similarity_matrix(points, template(512) if points.shape[1] == 2 else points)
+        similarity_matrix(points, torch.from_numpy(template_points(512)) if points.shape[1] == 2 else points)
 
 
 def test_crop_places_the_points_on_the_template_and_paste_back_leaves_the_rest_alone():
     photo = torch.rand(3, 150, 200, generator=torch.Generator().manual_seed(0))
     truth = rotation(-0.2, 0.25, (40.0, 20.0))  # template (crop of 128) -> photo
-    points = apply(truth, template(128))
+    points = apply(truth, torch.from_numpy(template_points(128)))
     crop, matrix = align(photo, points, size=128)
-    torch.testing.assert_close(apply(matrix, points), template(128), atol=1e-6, rtol=0)
+    torch.testing.assert_close(apply(matrix, points), torch.from_numpy(template_points(128)), atol=1e-6, rtol=0)
     # a crop pixel shows the photo pixel the matrix sends it from
     x, y = 64, 70
     source = apply(invert(matrix), torch.tensor([[x, y]], dtype=torch.float64))[0].round().long()
