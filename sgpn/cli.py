@@ -78,6 +78,12 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _app(args: argparse.Namespace) -> int:
+    from sgpn.app import serve
+
+    return serve(args.port, args.open)
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from sgpn.evaluation import evaluate_command
 
@@ -141,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--name", default="evaluation", help="file name of the tables (.md, .csv)")
     evaluate.add_argument("--caption", default="", help="text above the markdown table")
     evaluate.set_defaults(func=_evaluate)
+    app = sub.add_parser("app", help="serve the explorer and photo restorer as a web page (Voila, localhost)")
+    app.add_argument("--port", type=int, default=8866, help="port on 127.0.0.1")
+    app.add_argument("--open", action="store_true", help="open the page in the default browser")
+    app.set_defaults(func=_app)
     export = sub.add_parser("export", help="copy a checkpoint without optimiser and loop state")
     export.add_argument("source", help="checkpoint written by sgpn fit")
     export.add_argument("target", help="where to write the small copy")

@@ -15,6 +15,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torchvision.utils import save_image
@@ -70,16 +71,20 @@ class RestoredPhoto:
 
 
 @torch.no_grad()
-def restore_photo(module, photo: torch.Tensor, threshold: float | None = None) -> RestoredPhoto:
+def restore_photo(module, photo: torch.Tensor, threshold: float | None = None,
+                  on_face: Callable[[int, int], None] | None = None) -> RestoredPhoto:
     """Every face of ``photo`` ``(3, H, W)`` in [0, 1] restored by an SGPN module at its own
-    resolution and blended back, one face after another (as the release does)."""
+    resolution and blended back, one face after another (as the release does).
+    ``on_face(done, total)`` is told after the detection (0 done) and after each face."""
     from sgpn.alignment import align, paste_back
     from sgpn.detection import FACE_THRESHOLD, detect_faces
 
     faces = detect_faces(photo, FACE_THRESHOLD if threshold is None else threshold)
     result = RestoredPhoto(photo.clone(), weight=torch.zeros(1, *photo.shape[-2:]))
     device = next(module.parameters()).device
-    for face in faces:
+    if on_face is not None:
+        on_face(0, len(faces))
+    for done, face in enumerate(faces, 1):
         crop, matrix = align(photo, face.points, size=module.size)
         restored = module.restore(crop[None].to(device))
         output = restored.output[0].cpu()
@@ -87,6 +92,8 @@ def restore_photo(module, photo: torch.Tensor, threshold: float | None = None) -
         result.weight = torch.maximum(result.weight, weight)
         result.faces.append(RestoredFace(face.box, face.probability, face.points, matrix, crop, output,
                                          restored.d3d[0].cpu(), {k: m[0].cpu() for k, m in restored.masks.items()}))
+        if on_face is not None:
+            on_face(done, len(faces))
     return result
 
 

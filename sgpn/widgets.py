@@ -3,11 +3,18 @@
 Callbacks are plain Python methods, so the explorer also works headless: setting
 ``explorer.sliders["id", 0].value = 2.0`` updates ``explorer.coeffs``, the rendered image and
 the plotly mesh data exactly as dragging the slider would.
+
+In a browser, a slider that receives a value from the kernel snaps it to its step and sends the
+snapped value back (ipywidgets 8.1: -0.3 returns as -0.2999999999999998). Those echoes are not
+user actions: the explorer recognises them (:class:`EchoGuard`) so that one click gives one
+update, drawn coefficients keep their exact values and a reset is not undone by late echoes.
 """
 
 from __future__ import annotations
 
 import io
+import time
+from collections import deque
 
 import numpy as np
 import torch
@@ -65,6 +72,83 @@ def hex_colors(colors: torch.Tensor) -> np.ndarray:
     return chars.view("S7").ravel().astype("U7")
 
 
+def preview_mesh(vertices: torch.Tensor, faces: torch.Tensor, max_vertices: int = 4000) -> tuple[torch.Tensor, torch.Tensor]:
+    """A coarse version of a mesh for interactive 3D views: ``(vertex_index, faces)``, where
+    ``vertex_index`` picks at most ``max_vertices`` of the mesh's own vertices and ``faces``
+    indexes into that selection.
+
+    Vertex clustering on ``vertices`` (the mean shape): one representative vertex per cube of a
+    grid, the cube size chosen by bisection; triangles keep their representatives and those that
+    collapse are dropped. Because the preview reuses real vertices, any face the model draws is
+    previewed by indexing its vertices, so the choice is made once. Written here because
+    PyTorch3D has no mesh decimation, and browsers redraw a 31k-vertex plotly mesh too slowly
+    (300-550 ms in software WebGL) for a slider.
+    """
+    vertices, faces = vertices.detach().double().cpu(), faces.long().cpu()
+    if len(vertices) <= max_vertices:
+        return torch.arange(len(vertices)), faces
+    low, high = 0.0, (vertices.max(0).values - vertices.min(0).values).max().item()
+    best = None
+    for _ in range(30):  # until the count is within 5 % below max_vertices
+        size = (low + high) / 2
+        cells = torch.floor((vertices - vertices.min(0).values) / size).long()
+        _, cluster = torch.unique(cells, dim=0, return_inverse=True)
+        count = int(cluster.max()) + 1
+        if count > max_vertices:
+            low = size
+        else:
+            high, best = size, cluster
+            if count >= 0.95 * max_vertices:
+                break
+    cluster = best
+    count = int(cluster.max()) + 1
+    # the representative of each cluster: its vertex nearest the cluster's centroid
+    centroid = torch.zeros(count, 3, dtype=vertices.dtype).index_add_(0, cluster, vertices)
+    centroid /= torch.bincount(cluster, minlength=count)[:, None]
+    distance = (vertices - centroid[cluster]).norm(dim=1)
+    order = torch.argsort(distance)
+    first = torch.full((count,), len(vertices), dtype=torch.long).scatter_reduce(
+        0, cluster[order], order, reduce="amin")
+    coarse = cluster[faces]
+    kept = (coarse[:, 0] != coarse[:, 1]) & (coarse[:, 1] != coarse[:, 2]) & (coarse[:, 0] != coarse[:, 2])
+    coarse = coarse[kept]
+    _, unique_rows = np.unique(np.sort(coarse.numpy(), axis=1), axis=0, return_index=True)
+    return first, coarse[np.sort(unique_rows)]
+
+
+class EchoGuard:
+    """Tells a user's slider move from the browser's echo of a value the kernel set.
+
+    The kernel remembers each value it puts on a slider for ``window`` seconds. A value that
+    arrives from the browser within half a step of one of them is that value after the slider
+    snapped it: an echo, to be ignored. A user cannot produce it, because the slider already
+    shows that position. Echoes of older values (they can arrive after a newer one was set, as
+    after ``reset()``) tell the kernel which value the slider must show again.
+    """
+
+    def __init__(self, window: float = 10.0):
+        self.window = window
+        self.sent: dict = {}
+
+    def remember(self, key, value: float) -> None:
+        """The kernel put ``value`` on slider ``key``."""
+        now = time.monotonic()
+        history = self.sent.setdefault(key, deque())
+        history.append((float(value), now))
+        while history and now - history[0][1] > self.window:
+            history.popleft()
+
+    def classify(self, key, value: float, step: float) -> tuple[bool, float | None]:
+        """``(is_echo, value_to_restore)`` for ``value`` arriving from the browser on ``key``:
+        the value to restore is the kernel's latest when the echo is of an older one."""
+        now = time.monotonic()
+        history = [v for v, t in self.sent.get(key, ()) if now - t <= self.window]
+        if not any(abs(value - sent) <= step / 2 + 1e-9 for sent in history):
+            return False, None
+        latest = history[-1]
+        return True, None if abs(value - latest) <= step / 2 + 1e-9 else latest
+
+
 class CoefficientExplorer:
     """Sliders for the named id/exp/tex components, lighting and pose, a live image with
     landmarks, a plotly mesh (faces sent once; later updates send positions or colours only),
@@ -85,7 +169,11 @@ class CoefficientExplorer:
         self.generator = torch.Generator().manual_seed(seed)
         self.sliders: dict[tuple[str, int] | str, widgets.FloatSlider] = {}
         self._syncing = False
+        self._echoes = EchoGuard()
+        #: How many times the image and mesh were recomputed (one per user action).
+        self.updates = 0
         self.face: FaceOutput | None = None
+        self.preview_index, self.preview_faces = preview_mesh(self.model.mean_shape.view(-1, 3), self.model.faces)
 
         groups = {}
         for part in ("id", "exp", "tex"):
@@ -111,14 +199,18 @@ class CoefficientExplorer:
         self.random_button.on_click(lambda _: self.random_face())
         self.reset_button.on_click(lambda _: self.reset())
 
-        self.image = widgets.Image(format="png", width=image_size, height=image_size)
+        # a fixed square box: in a flex row an image with height "auto" is stretched
+        side = f"{image_size}px"
+        self.image = widgets.Image(format="png", width=image_size, height=image_size,
+                                   layout=widgets.Layout(width=side, height=side, min_width=side,
+                                                         flex="0 0 auto", object_fit="contain"))
         self.mesh_figure = self._build_mesh_figure()
-        tabs = widgets.Tab(children=[groups[k] for k in ("id", "exp", "tex", "light", "pose")])
-        for index, title in enumerate(("identity", "expression", "texture", "lighting", "pose")):
-            tabs.set_title(index, title)
+        tabs = widgets.Tab(children=[groups[k] for k in ("id", "exp", "tex", "light", "pose")],
+                           layout=widgets.Layout(min_width="440px"))  # room for whole tab titles
+        tabs.titles = ("identity", "expression", "texture", "lighting", "pose")
         self.widget = widgets.VBox([
             widgets.HBox([self.random_button, self.reset_button]),
-            widgets.HBox([widgets.VBox([tabs]), self.image, self.mesh_figure]),
+            widgets.HBox([tabs, self.image, self.mesh_figure], layout=widgets.Layout(align_items="flex-start")),
         ])
         self.update(shape=True, colors=True)
 
@@ -137,10 +229,11 @@ class CoefficientExplorer:
 
         with torch.no_grad():
             face = self.model(self.coeffs)
-        x, y, z = face.vertices[0].T.numpy()
-        i, j, k = self.model.faces.T.numpy()
+        x, y, z = face.vertices[0, self.preview_index].T.numpy()
+        i, j, k = self.preview_faces.T.numpy()
         figure = go.FigureWidget(
-            data=[go.Mesh3d(x=x, y=y, z=-z, i=i, j=j, k=k, vertexcolor=hex_colors(face.albedo[0]),
+            data=[go.Mesh3d(x=x, y=y, z=-z, i=i, j=j, k=k,
+                            vertexcolor=hex_colors(face.albedo[0, self.preview_index]),
                             flatshading=False, hoverinfo="skip")],
             layout=go.Layout(width=360, height=360, margin=dict(l=0, r=0, t=0, b=0),
                              scene=dict(aspectmode="data", camera=dict(eye=dict(x=0, y=0, z=2.2), up=dict(x=0, y=1, z=0)),
@@ -151,10 +244,30 @@ class CoefficientExplorer:
     # -- callbacks (plain Python: headless tests set slider.value) ---------------------------
 
     def _on_slider(self, change) -> None:
+        slider = change["owner"]
+        key = next(k for k, s in self.sliders.items() if s is slider)
+        # ipywidgets holds a value in _property_lock while it applies it from a browser message
+        # (no public API says where a change came from)
+        from_browser = "value" in slider._property_lock
+        if not from_browser:
+            self._echoes.remember(key, change["new"])
         if self._syncing:
             return
-        key = next(k for k, s in self.sliders.items() if s is change["owner"])
+        if from_browser:
+            echo, restore = self._echoes.classify(key, change["new"], slider.step)
+            if echo:
+                if restore is not None:
+                    self._show(slider, restore)
+                return
         self.set_from_slider(key, change["new"])
+
+    def _show(self, slider, value: float) -> None:
+        """Put ``value`` on a slider without acting on it."""
+        self._syncing = True
+        try:
+            slider.value = value
+        finally:
+            self._syncing = False
 
     def set_from_slider(self, key, value: float) -> None:
         """Write one slider's value into the coefficients and refresh what it changes."""
@@ -165,7 +278,8 @@ class CoefficientExplorer:
         elif key in LIGHT_CONTROLS:
             band, sign = LIGHT_CONTROLS[key]
             gamma = self.coeffs[0, coefficients.SLICES["gamma"]].view(3, 9)
-            gamma[:, band] = sign * value
+            # the slider sets the band's mean over the colours and keeps each colour's tint
+            gamma[:, band] += sign * value - gamma[:, band].mean()
             self.update(shape=False, colors=False)
         else:
             index = next(i for label, i, _ in POSE_CONTROLS if label == key)
@@ -185,7 +299,8 @@ class CoefficientExplorer:
         self.update(shape=True, colors=True)
 
     def _sync_sliders(self) -> None:
-        """Move sliders to the coefficients without triggering one update per slider."""
+        """Move sliders to the coefficients (clipped to their ranges for display only) without
+        acting on them: the coefficients keep their exact values."""
         self._syncing = True
         try:
             gamma = self.coeffs[0, coefficients.SLICES["gamma"]].view(3, 9)
@@ -207,14 +322,15 @@ class CoefficientExplorer:
         with torch.no_grad():
             self.face = self.model(self.coeffs, self.renderer.image_size)
             rendered = self.renderer(self.face, self.model.faces)
+        self.updates += 1
         self.image.value = image_to_png(rendered.image[0], rendered.landmarks[0])
         mesh = self.mesh_figure.data[0]
         with self.mesh_figure.batch_update():
             if shape:
-                x, y, z = self.face.vertices[0].T.numpy()
+                x, y, z = self.face.vertices[0, self.preview_index].T.numpy()
                 mesh.x, mesh.y, mesh.z = x, y, -z
             if colors:
-                mesh.vertexcolor = hex_colors(self.face.albedo[0])
+                mesh.vertexcolor = hex_colors(self.face.albedo[0, self.preview_index])
 
 
 def mask_figure(masks: dict, lq: torch.Tensor, hq: torch.Tensor, face: int, resolution: int, block: int,

@@ -6,7 +6,7 @@ import torch
 
 from sgpn import coefficients
 from sgpn.face_model import FaceModel, light_from, load_bfm
-from sgpn.widgets import CoefficientExplorer
+from sgpn.widgets import CoefficientExplorer, EchoGuard, preview_mesh
 
 
 @pytest.fixture
@@ -57,6 +57,68 @@ def test_faces_are_sent_once(explorer):
     i_before = mesh.i
     explorer.sliders["exp", 0].value = 1.0
     assert mesh.i is i_before
+
+
+def browser_snap(slider, value):
+    """What a browser slider sends back for ``value``: snapped to the step, with float noise."""
+    return round((value - slider.min) / slider.step) * slider.step + slider.min
+
+
+def test_browser_echoes_of_a_random_face_give_no_update_and_keep_the_drawn_values(explorer):
+    explorer.random_button.click()
+    drawn, updates = explorer.coeffs.clone(), explorer.updates
+    for slider in explorer.sliders.values():  # set_state is how a browser message arrives
+        slider.set_state({"value": browser_snap(slider, slider.value)})
+    assert explorer.updates == updates
+    torch.testing.assert_close(explorer.coeffs, drawn, rtol=0, atol=0)
+
+
+def test_reset_holds_when_echoes_of_earlier_values_arrive_after_it(explorer):
+    explorer.sliders["exp", 0].value = 2.0
+    explorer.sliders["yaw"].value = 0.3
+    explorer.reset()
+    updates = explorer.updates
+    explorer.sliders["exp", 0].set_state({"value": 2.0000000000000004})
+    explorer.sliders["yaw"].set_state({"value": browser_snap(explorer.sliders["yaw"], 0.3)})
+    assert explorer.updates == updates
+    assert explorer.coeffs.abs().sum() == 0
+    assert explorer.sliders["exp", 0].value == 0 and explorer.sliders["yaw"].value == 0
+
+
+def test_a_browser_move_of_one_step_is_one_update(explorer):
+    explorer.sliders["yaw"].value = 0.3
+    updates = explorer.updates
+    explorer.sliders["yaw"].set_state({"value": 0.35})
+    assert explorer.updates == updates + 1
+    assert explorer.coeffs[0, coefficients.SLICES["angles"].start + 1] == pytest.approx(0.35)
+
+
+def test_lighting_slider_keeps_the_colour_tint(explorer):
+    explorer.random_button.click()
+    gamma = explorer.coeffs[0, coefficients.SLICES["gamma"]].view(3, 9)
+    band, _ = light_from("left", 0.5)
+    tint = gamma[:, band] - gamma[:, band].mean()
+    explorer.sliders["light from left"].value = 0.5
+    gamma = explorer.coeffs[0, coefficients.SLICES["gamma"]].view(3, 9)
+    torch.testing.assert_close(gamma[:, band] - gamma[:, band].mean(), tint)
+    assert gamma[:, band].mean() == pytest.approx(light_from("left", 0.5)[1])
+
+
+def test_echo_guard_forgets_after_its_window():
+    guard = EchoGuard(window=0.0)
+    guard.remember("yaw", 0.3)
+    assert guard.classify("yaw", 0.3, 0.05) == (False, None)
+
+
+def test_preview_mesh_reuses_vertices_and_stays_a_mesh(explorer):
+    vertices = explorer.model.mean_shape.view(-1, 3)
+    index, faces = preview_mesh(vertices, explorer.model.faces, max_vertices=len(vertices) // 2)
+    assert len(vertices) // 4 <= len(index) <= len(vertices) // 2 and len(set(index.tolist())) == len(index)
+    assert faces.min() >= 0 and faces.max() < len(index) and len(faces) > len(index)
+    assert (faces[:, 0] != faces[:, 1]).all() and (faces[:, 1] != faces[:, 2]).all()
+    mesh = explorer.mesh_figure.data[0]
+    assert len(mesh.x) == len(explorer.preview_index) <= 4000
+    np.testing.assert_allclose(mesh.x, explorer.face.vertices[0, explorer.preview_index, 0].numpy())
 
 
 def test_mask_picker_offers_only_resolutions_with_masks_and_bounds_the_channel():
