@@ -56,7 +56,8 @@ def bench_raster(image_size: int = 224, repeats: int = 10) -> dict:
 
 
 def bench_explorer(image_size: int = 224, repeats: int = 20) -> dict:
-    """Time from a slider change to the updated image and mesh data, on CPU.
+    """Time from a slider change to the updated image and preview-mesh data, in the kernel, on
+    CPU (tests/test_browser.py measures the same in a browser).
 
     ``update_ms`` moves an expression slider (new positions and image); ``texture_update_ms``
     moves a texture slider (new mesh colours and image).
@@ -71,6 +72,7 @@ def bench_explorer(image_size: int = 224, repeats: int = 20) -> dict:
 
     return {
         "vertices": explorer.model.num_vertices,
+        "preview_vertices": len(explorer.preview_index),
         "image_size": image_size,
         "update_ms": round(median_ms(lambda: move(("exp", 0)), repeats, warmup=2), 2),
         "texture_update_ms": round(median_ms(lambda: move(("tex", 0)), repeats, warmup=2), 2),

@@ -23,9 +23,11 @@ Two LightningModules, both driven by ``sgpn fit --config configs/....yaml``:
   - L_mesh: shape and colour of the module's mesh versus the teacher's on I_hq, averaged over
     all vertices.
 
-Ablations: ``fusion="lq_only"`` (variant A) and ``fusion="sum"`` (variant B) change the
-generator; ``mesh_losses=False`` with ``train_shape_prior=False`` and a separately fine-tuned
-regressor in ``shape_prior_ckpt`` is variant C.
+The shape module starts from ``shape_prior_ckpt`` (default: the teacher); the kit's configs
+start it from the regressor fine-tuned on LQ faces, as the release's starts from its LQ
+fine-tune of D3DFR. Ablations: ``fusion="lq_only"`` (variant A) and ``fusion="sum"`` (variant
+B) change the generator; ``mesh_losses=False`` with ``train_shape_prior=False`` (the
+fine-tuned regressor, frozen) is variant C.
 
 The losses live in :mod:`sgpn.losses`, checkpoint reading, export and loading in
 :mod:`sgpn.checkpoints`. Images enter as ``(B, 3, S, S)`` in [0, 1] (the data modules'

@@ -8,6 +8,9 @@ In a browser, a slider that receives a value from the kernel snaps it to its ste
 snapped value back (ipywidgets 8.1: -0.3 returns as -0.2999999999999998). Those echoes are not
 user actions: the explorer recognises them (:class:`EchoGuard`) so that one click gives one
 update, drawn coefficients keep their exact values and a reset is not undone by late echoes.
+Fast drags coalesce in the browser: while one value is on its way to the kernel, ipywidgets
+holds back later ones and keeps only the newest. The 3D view draws a preview of about 4,000 of
+the model's vertices (:func:`preview_mesh`), which a browser redraws quickly enough for a slider.
 """
 
 from __future__ import annotations
