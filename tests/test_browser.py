@@ -114,7 +114,7 @@ class Server:
 
 def kernel_value(client, expression: str, timeout: float = 60):
     """``expression`` evaluated in the kernel, as JSON."""
-    reply = client.execute_interactive(f"import json as _json; print(_json.dumps({expression}))",
+    reply = client.execute_interactive(f"import json as _json; print(_json.dumps({expression}))", store_history=False,
                                        timeout=timeout, output_hook=_collect(outputs := []))
     assert reply["content"]["status"] == "ok", reply["content"]
     return json.loads("".join(outputs))
@@ -246,17 +246,18 @@ def lab(tmp_path_factory):
     port, token = _free_port(), secrets.token_hex(16)
     command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", "--ServerApp.allow_root=True",
                f"--ServerApp.port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={folder}",
-               "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+               "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+               # a fresh workspace and settings: nothing reopened from an earlier session
+               f"--LabApp.workspaces_dir={folder / 'workspaces'}", f"--LabApp.user_settings_dir={folder / 'settings'}"]
     server = Server(command, port, folder / "runtime", folder)
     server.url, server.token = f"http://127.0.0.1:{port}", token
     yield server
     server.stop()
 
 
-def run_all(page, server, notebook: str):
-    """Open a notebook in JupyterLab, Run All, and wait until every cell has run; returns a
-    client of its kernel. JupyterLab queues every cell's request at once, so the kernel answers
-    a later request only after the last cell (and a failed cell cancels the rest)."""
+def run_all(page, server, notebook: str, timeout_s: float = 600):
+    """Open a notebook in JupyterLab, Run All, and wait until every cell has run (the kernel's
+    execution count, read without adding to it); returns a client of its kernel."""
     page.goto(f"{server.url}/lab/tree/{notebook}?token={server.token}")
     page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=120_000)
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
@@ -264,8 +265,10 @@ def run_all(page, server, notebook: str):
     page.wait_for_timeout(1000)
     kernel = server.kernel()
     code_cells = sum(c["cell_type"] == "code" for c in json.loads((ROOT / "notebooks" / notebook).read_text())["cells"])
-    executed = kernel_value(kernel, "get_ipython().execution_count", timeout=600) - 1
-    assert executed >= code_cells, f"{notebook}: {executed} of {code_cells} cells ran (a cell failed)"
+    deadline = time.monotonic() + timeout_s
+    while (executed := kernel_value(kernel, "get_ipython().execution_count", timeout=timeout_s) - 1) < code_cells:
+        assert time.monotonic() < deadline, f"{notebook}: {executed} of {code_cells} cells ran (a cell failed?)"
+        time.sleep(2)
     return kernel
 
 
