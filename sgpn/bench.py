@@ -136,16 +136,12 @@ def bench_train(config: str = "configs/tiny.yaml", out: str | None = None) -> di
 
     config_path = (ROOT / config).resolve()
     settings = yaml.safe_load(config_path.read_text())
-    # the checkpoints the config names, from the kit's root (an absolute path stays as it is)
-    checkpoints = [f"--model.init_args.{key}={ROOT / path}" for key, path in settings["model"]["init_args"].items()
-                   if key.endswith("_ckpt") and path]
     load_before = os.getloadavg()[0]
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
     folder = nullcontext(str(Path(out).resolve())) if out else tempfile.TemporaryDirectory(prefix="sgpn-bench-train-")
     with folder as scratch:
         command = [sys.executable, "-m", "sgpn.cli", "fit", "--config", str(config_path),
-                   *checkpoints,
                    "--trainer.enable_progress_bar", "false"]
         start = time.perf_counter()
         done = subprocess.run(command, cwd=scratch, capture_output=True, text=True)

@@ -18,10 +18,16 @@ if TYPE_CHECKING:
 
 #: Where regressor weights sit inside the kit's Lightning checkpoints.
 REGRESSOR_PREFIXES = ("prior.regressor.", "shape_prior.regressor.")
+#: The kit's root folder, which configs name checkpoints relative to.
+KIT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def read_regressor_checkpoint(path: Path):
-    """The contents of a regressor checkpoint file, or a clear error when it is missing."""
+    """The contents of a regressor checkpoint file, or a clear error when it is missing. A
+    relative path not found here is looked up from the kit's root, since configs name
+    ``kit_checkpoints/...`` relative to it and a run may work in another folder."""
+    if not path.is_file() and not path.is_absolute() and (KIT_ROOT / path).is_file():
+        path = KIT_ROOT / path
     if not path.is_file():
         raise FileNotFoundError(f"regressor checkpoint not found: {path}. `make shape-prior` trains the "
                                 f"kit's teacher (configs/teacher_tiny.yaml) and LQ regressor")
@@ -147,7 +153,7 @@ def load_shape_prior(path: str | os.PathLike, face_model: FaceModel | None = Non
 def resolve_kit_path(name: str | os.PathLike, beside: Path) -> Path:
     """A path from a checkpoint's hyper-parameters: as given, else relative to the kit's root
     (configs name ``kit_checkpoints/...`` relative to it), else beside the checkpoint."""
-    for candidate in (Path(name), Path(__file__).resolve().parents[1] / name, beside.parent / Path(name).name):
+    for candidate in (Path(name), KIT_ROOT / name, beside.parent / Path(name).name):
         if candidate.is_file():
             return candidate
     raise FileNotFoundError(f"{beside} needs its teacher {name}, which was not found (as given, in the kit, "
