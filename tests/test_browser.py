@@ -255,11 +255,15 @@ def lab(tmp_path_factory):
     server.stop()
 
 
+#: The notebook on show (a server's workspace may reopen earlier notebooks in other tabs).
+ACTIVE = ".jp-NotebookPanel:not(.lm-mod-hidden)"
+
+
 def run_all(page, server, notebook: str, timeout_s: float = 600):
     """Open a notebook in JupyterLab, Run All, and wait until every cell has run (the kernel's
     execution count, read without adding to it); returns a client of its kernel."""
     page.goto(f"{server.url}/lab/tree/{notebook}?token={server.token}")
-    page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=120_000)
+    page.locator(f"{ACTIVE} .jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=120_000)
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
     page.wait_for_timeout(1000)
@@ -292,7 +296,7 @@ def test_explorer_in_jupyterlab(browser, lab):
 #: Counts the figures the AFFB mask picker draws into its output area.
 WATCH_PICKER = """() => {
   const w = window.__picker = {figures: 0};
-  const out = document.querySelector('.widget-output');
+  const out = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .widget-output');
   new MutationObserver(records => { for (const r of records) for (const n of r.addedNodes)
     if (n.querySelector && n.querySelector('img')) w.figures++; }).observe(out, {childList: true, subtree: true});
   return true;
@@ -302,11 +306,11 @@ WATCH_PICKER = """() => {
 def test_mask_picker_in_jupyterlab(browser, lab):
     page = browser.new_page(viewport={"width": 1500, "height": 1000})
     kernel = run_all(page, lab, "07_affb_masks.ipynb")
-    picker = page.locator(".widget-output").first
+    picker = page.locator(f"{ACTIVE} .widget-output").first
     picker.scroll_into_view_if_needed()
     page.evaluate(WATCH_PICKER)
     resolutions = kernel_value(kernel, "sorted({r for r, _ in restored.masks})")
-    resolution = page.locator(".widget-dropdown select").first
+    resolution = page.locator(f"{ACTIVE} .widget-dropdown select").first
     for choice in (resolutions[0], resolutions[-1]):
         drawn = page.evaluate("window.__picker.figures")
         resolution.select_option(label=str(choice))
@@ -314,7 +318,7 @@ def test_mask_picker_in_jupyterlab(browser, lab):
         page.wait_for_timeout(1500)
         assert page.evaluate("window.__picker.figures") == drawn + 1, "one pick drew more than one figure"
         channels = kernel_value(kernel, f"restored.masks[({choice}, 1)].shape[1]")
-        channel = page.locator(".widget-slider .noUi-handle").last
+        channel = page.locator(f"{ACTIVE} .widget-slider .noUi-handle").last
         assert int(float(channel.get_attribute("aria-valuemax"))) == channels - 1
     page.screenshot(path=ARTIFACTS / "lab_mask_picker.png")
     kernel.stop_channels()
