@@ -243,6 +243,10 @@ def lab(tmp_path_factory):
     for name in ("01_morphable_model.ipynb", "07_affb_masks.ipynb"):
         shutil.copy(ROOT / "notebooks" / name, folder / name)
     (folder / "runtime").mkdir()
+    # every cell in the page: JupyterLab's windowing leaves cells out of view out of the page
+    tracker = folder / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    tracker.parent.mkdir(parents=True)
+    tracker.write_text(json.dumps({"windowingMode": "none"}))
     port, token = _free_port(), secrets.token_hex(16)
     command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", "--ServerApp.allow_root=True",
                f"--ServerApp.port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={folder}",
@@ -262,7 +266,8 @@ ACTIVE = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 def run_all(page, server, notebook: str, timeout_s: float = 600):
     """Open a notebook in JupyterLab, Run All, and wait until every cell has run (the kernel's
     execution count, read without adding to it); returns a client of its kernel."""
-    page.goto(f"{server.url}/lab/tree/{notebook}?token={server.token}")
+    # a workspace of its own: no notebook of an earlier test is reopened beside it
+    page.goto(f"{server.url}/lab/workspaces/{Path(notebook).stem}/tree/{notebook}?token={server.token}")
     page.locator(f"{ACTIVE} .jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=120_000)
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
