@@ -1,0 +1,245 @@
+"""Face retouching reversal, FRRffusion's way, at the kit's scale: a diffusion coarse stage and a
+transformer detail stage, plus the plain U-Net baseline they are measured against.
+
+* **FMAR** (Facial Morpho-Architectonic Restorer, :class:`FMAR`): a conditional DDPM at low
+  resolution (half the kit's size by default). As in FRRffusion's first stage (OpenAI's
+  guided-diffusion), the U-Net reads the noisy raw face ``x_t`` beside the retouched face
+  (6 channels) and predicts the noise ε with an MSE, on a linear β schedule of 1000 steps.
+  Built on ``diffusers``: ``UNet2DModel``, ``DDPMScheduler`` to train, ``DDIMScheduler`` (same
+  betas) to sample in a few steps on the CPU. It restores the face's contours and colours.
+* **HFDG** (:class:`sgpn.hfdg.HFDG`): lifts FMAR's face to full size, guided by the
+  full-resolution retouched face. It is trained on the raw face brought down to FMAR's size and
+  back up, lightly perturbed (:func:`coarse_stand_in`): what a good FMAR gives, without
+  sampling the diffusion model for every training face.
+* **Baseline** (:class:`UNetBaseline`): a plain U-Net (the same ``UNet2DModel`` family, at full
+  size, at time step 0) from the retouched face to the raw one, trained with L1.
+
+Images are ``[-1, 1]`` inside the networks and ``[0, 1]`` outside, as in the rest of the kit.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, NamedTuple
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sgpn.hfdg import HFDG
+
+
+def to_network(image: Tensor) -> Tensor:
+    return image * 2 - 1
+
+
+def to_image(output: Tensor) -> Tensor:
+    return ((output + 1) / 2).clamp(0, 1)
+
+
+def resize(image: Tensor, size: int) -> Tensor:
+    """Antialiased bilinear down, bicubic up (the usual SR pair)."""
+    if image.shape[-1] == size:
+        return image
+    if image.shape[-1] > size:
+        return F.interpolate(image, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return F.interpolate(image, size=(size, size), mode="bicubic", align_corners=False)
+
+
+def check_pair(batch: Mapping[str, Any]) -> tuple[Tensor, Tensor]:
+    """``batch["retouched"]`` and ``batch["raw"]``: matching ``(B, 3, S, S)`` in [0, 1]."""
+    for key in ("retouched", "raw"):
+        if key not in batch:
+            raise KeyError(f"the batch has no {key!r} images (it has {sorted(batch)}); use sgpn.data.pairs")
+    retouched, raw = batch["retouched"], batch["raw"]
+    if retouched.shape != raw.shape or retouched.dim() != 4 or retouched.shape[1] != 3:
+        raise ValueError(f"retouched and raw must be matching (B, 3, S, S) batches, got "
+                         f"{tuple(retouched.shape)} and {tuple(raw.shape)}")
+    for key, image in (("retouched", retouched), ("raw", raw)):
+        if not torch.isfinite(image).all():
+            raise ValueError(f"{key} contains NaN or Inf")
+    return retouched, raw
+
+
+def unet(size: int, in_channels: int, channels: tuple[int, ...], layers: int, attention_at: int | None):
+    """A ``diffusers`` ``UNet2DModel``: one down/up block per entry of ``channels``, with
+    self-attention in the block whose resolution is ``attention_at`` (``None``: none)."""
+    from diffusers import UNet2DModel
+
+    down, up = [], []
+    for level in range(len(channels)):
+        attend = attention_at is not None and size >> level == attention_at
+        down.append("AttnDownBlock2D" if attend else "DownBlock2D")
+        up.insert(0, "AttnUpBlock2D" if attend else "UpBlock2D")
+    return UNet2DModel(sample_size=size, in_channels=in_channels, out_channels=3, block_out_channels=tuple(channels),
+                       down_block_types=tuple(down), up_block_types=tuple(up), layers_per_block=layers,
+                       norm_num_groups=min(32, min(channels)), attention_head_dim=min(channels))
+
+
+class FMAR(nn.Module):
+    """The coarse stage: ε-prediction DDPM conditioned on the retouched face (``[-1, 1]``,
+    ``size`` px), channel-concatenated with ``x_t``."""
+
+    def __init__(self, size: int = 32, channels: tuple[int, ...] = (64, 128, 128), layers: int = 2,
+                 attention_at: int | None = 8, timesteps: int = 1000):
+        super().__init__()
+        from diffusers import DDPMScheduler
+
+        self.size = size
+        self.unet = unet(size, 6, channels, layers, attention_at)
+        self.scheduler = DDPMScheduler(num_train_timesteps=timesteps, beta_schedule="linear", clip_sample=True)
+
+    def loss(self, raw: Tensor, retouched: Tensor) -> Tensor:
+        """The DDPM loss: MSE between the true and the predicted noise at a random step."""
+        noise = torch.randn_like(raw)
+        steps = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(raw),), device=raw.device)
+        noisy = self.scheduler.add_noise(raw, noise, steps)
+        return F.mse_loss(self.unet(torch.cat([noisy, retouched], 1), steps).sample, noise)
+
+    @torch.no_grad()
+    def sample(self, retouched: Tensor, steps: int = 20, generator: torch.Generator | None = None,
+               keep: int = 0) -> tuple[Tensor, list[tuple[int, Tensor, Tensor]]]:
+        """Reverse diffusion from pure noise with DDIM (deterministic, η = 0) in ``steps`` steps.
+        Returns the raw-face estimate and, when ``keep`` > 0, that many ``(t, x_t, x̂_0)``
+        snapshots spread over the steps (for pictures of the reverse process)."""
+        from diffusers import DDIMScheduler
+
+        if retouched.shape[-1] != self.size or retouched.shape[-2] != self.size:
+            raise ValueError(f"FMAR works at {self.size} px, got {tuple(retouched.shape[-2:])}")
+        scheduler = DDIMScheduler.from_config(self.scheduler.config)
+        scheduler.set_timesteps(steps, device=retouched.device)
+        x = torch.randn(retouched.shape, generator=generator, device="cpu").to(retouched)
+        shots = set(torch.linspace(0, steps - 1, keep).round().long().tolist()) if keep else set()
+        snapshots = []
+        for i, t in enumerate(scheduler.timesteps):
+            noise = self.unet(torch.cat([x, retouched], 1), t).sample
+            step = scheduler.step(noise, t, x, eta=0.0)
+            if i in shots:
+                snapshots.append((int(t), x.clone(), step.pred_original_sample.clamp(-1, 1)))
+            x = step.prev_sample
+        return x.clamp(-1, 1), snapshots
+
+
+class UNetBaseline(nn.Module):
+    """The plain U-Net: ``retouched + U-Net(retouched)`` at full size, in one pass."""
+
+    def __init__(self, size: int = 64, channels: tuple[int, ...] = (32, 64, 128, 128), layers: int = 2,
+                 attention_at: int | None = 8):
+        super().__init__()
+        self.unet = unet(size, 3, channels, layers, attention_at)
+        nn.init.zeros_(self.unet.conv_out.weight)
+        nn.init.zeros_(self.unet.conv_out.bias)
+
+    def forward(self, retouched: Tensor) -> Tensor:
+        step = torch.zeros(len(retouched), dtype=torch.long, device=retouched.device)
+        return retouched + self.unet(retouched, step).sample
+
+
+def coarse_stand_in(raw: Tensor, low_size: int, noise: float = 0.03) -> Tensor:
+    """What HFDG trains on in place of FMAR's output: the raw face at FMAR's size (plus a little
+    Gaussian noise, FMAR is not exact), brought back up to full size."""
+    low = resize(raw, low_size)
+    low = low + noise * torch.rand(len(raw), 1, 1, 1, device=raw.device) * torch.randn_like(low)
+    return resize(low.clamp(-1, 1), raw.shape[-1])
+
+
+class Reversed(NamedTuple):
+    """What :meth:`FRRffusion.reverse` returns; images in [0, 1]."""
+
+    output: Tensor  # (B, 3, S, S) FMAR + HFDG
+    coarse: Tensor  # (B, 3, s, s) FMAR's low-resolution face
+    coarse_up: Tensor  # (B, 3, S, S) FMAR's face, bicubic up (the "FMAR alone" row)
+
+
+class FRRModule(L.LightningModule):
+    """One trainable stage of the kit's FRRffusion (``stage``): ``"fmar"``, ``"hfdg"`` or the
+    ``"unet"`` baseline, each with AdamW and a cosine decay, and the same validation (PSNR of
+    the stage's output against the raw face). ``low_size``: FMAR's resolution."""
+
+    STAGES = ("fmar", "hfdg", "unet")
+
+    def __init__(self, stage: str = "fmar", size: int = 64, low_size: int = 32, lr: float = 2e-4,
+                 network: dict | None = None, sample_steps: int = 20):
+        super().__init__()
+        if stage not in self.STAGES:
+            raise ValueError(f"stage must be one of {self.STAGES}, got {stage!r}")
+        if size % low_size:
+            raise ValueError(f"size ({size}) must be a multiple of low_size ({low_size})")
+        self.save_hyperparameters()
+        options = dict(network or {})
+        self.net = {"fmar": lambda: FMAR(size=low_size, **options), "hfdg": lambda: HFDG(**options),
+                    "unet": lambda: UNetBaseline(size=size, **options)}[stage]()
+
+    def loss(self, batch: Mapping[str, Any]) -> Tensor:
+        retouched, raw = (to_network(x) for x in check_pair(batch))
+        stage, low = self.hparams.stage, self.hparams.low_size
+        if stage == "fmar":
+            return self.net.loss(resize(raw, low), resize(retouched, low))
+        if stage == "hfdg":
+            return F.l1_loss(self.net(coarse_stand_in(raw, low), retouched), raw)
+        return F.l1_loss(self.net(retouched), raw)
+
+    @torch.no_grad()
+    def predict(self, retouched: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The stage's own output for ``[0, 1]`` retouched faces, in [0, 1] at full size (FMAR:
+        its sample, upsampled; HFDG: on the stand-in of the retouched face itself)."""
+        x, stage, low = to_network(retouched), self.hparams.stage, self.hparams.low_size
+        if stage == "fmar":
+            coarse, _ = self.net.sample(resize(x, low), self.hparams.sample_steps, generator)
+            return to_image(resize(coarse, x.shape[-1]))
+        if stage == "hfdg":
+            return to_image(self.net(resize(resize(x, low), x.shape[-1]), x))
+        return to_image(self.net(x))
+
+    def training_step(self, batch, batch_idx):
+        loss = self.loss(batch)
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=len(batch["raw"]))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        retouched, raw = check_pair(batch)
+        self.log("val/loss", self.loss(batch), batch_size=len(raw))
+        if self.hparams.stage != "fmar":  # sampling every validation is too slow on the CPU
+            mse = F.mse_loss(self.predict(retouched), raw)
+            self.log("val/psnr", -10 * torch.log10(mse.clamp_min(1e-10)), batch_size=len(raw))
+
+    @torch.no_grad()
+    def preview(self, batch: Mapping[str, Any], count: int = 4) -> dict[str, dict[str, Tensor]]:
+        """Rows for :class:`~sgpn.callbacks.ImageGridLogger`: retouched, output, raw."""
+        retouched, raw = check_pair(batch)
+        generator = torch.Generator().manual_seed(0)
+        return {"rows": {"retouched": retouched[:count], "output": self.predict(retouched[:count], generator),
+                         "raw": raw[:count]}, "masks": {}}
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.net.parameters(), lr=self.hparams.lr)
+        steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(steps):
+            raise ValueError("the cosine decay needs a run of known length: set trainer.max_epochs or max_steps")
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, int(steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+class FRRffusion(nn.Module):
+    """The two stages together: FMAR samples the low-resolution raw face, HFDG lifts it."""
+
+    def __init__(self, fmar: FRRModule, hfdg: FRRModule, steps: int = 20):
+        super().__init__()
+        if fmar.hparams.stage != "fmar" or hfdg.hparams.stage != "hfdg":
+            raise ValueError(f"FRRffusion needs an 'fmar' and an 'hfdg' stage, got "
+                             f"{fmar.hparams.stage!r} and {hfdg.hparams.stage!r}")
+        if fmar.hparams.low_size != hfdg.hparams.low_size or fmar.hparams.size != hfdg.hparams.size:
+            raise ValueError("FMAR and HFDG were trained for different sizes")
+        self.fmar, self.hfdg, self.steps = fmar.net, hfdg.net, steps
+        self.size, self.low_size = fmar.hparams.size, fmar.hparams.low_size
+
+    @torch.no_grad()
+    def reverse(self, retouched: Tensor, generator: torch.Generator | None = None) -> Reversed:
+        if retouched.dim() != 4 or tuple(retouched.shape[1:]) != (3, self.size, self.size):
+            raise ValueError(f"retouched faces must be (B, 3, {self.size}, {self.size}) in [0, 1], "
+                             f"got {tuple(retouched.shape)}")
+        x = to_network(retouched)
+        coarse, _ = self.fmar.sample(resize(x, self.low_size), self.steps, generator)
+        coarse_up = resize(coarse, self.size)
+        return Reversed(to_image(self.hfdg(coarse_up, x)), to_image(coarse), to_image(coarse_up))

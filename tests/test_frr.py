@@ -1,0 +1,156 @@
+"""FRRffusion at kit scale: HFDG's attention (sgpn.hfdg), FMAR, the U-Net baseline and their
+LightningModule (sgpn.frr), and the pair data module (sgpn.data.pairs)."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from PIL import Image
+
+from sgpn.data.pairs import RetouchDataModule
+from sgpn.frr import FMAR, FRRffusion, FRRModule
+from sgpn.hfdg import HFDG, OverlappingCrossAttention, WindowAttention, relative_position_index
+
+TINY = {"fmar": {"channels": (16, 32), "layers": 1, "attention_at": 8},
+        "hfdg": {"channels": 16, "groups": 1, "depth": 2, "heads": 2},
+        "unet": {"channels": (16, 32), "layers": 1, "attention_at": None}}
+
+
+def pair_batch(size=32, batch=2):
+    torch.manual_seed(0)
+    return {"retouched": torch.rand(batch, 3, size, size), "raw": torch.rand(batch, 3, size, size)}
+
+
+def test_relative_position_tables_are_covered():
+    assert relative_position_index(4, 4).unique().numel() == 7 * 7
+    outer = relative_position_index(4, 6)
+    assert outer.shape == (16, 36) and outer.min() == 0 and outer.max() == 9 * 9 - 1
+
+
+def test_shifted_windows_do_not_mix_opposite_borders():
+    torch.manual_seed(0)
+    attention = WindowAttention(8, window=4, heads=2, shift=2)
+    x = torch.randn(1, 8, 8, 8)
+    changed = x.clone()
+    changed[0, -1, -1] += torch.randn(8)  # bottom-right pixel: after the shift it shares a window with the top-left
+    out, out_changed = attention(x), attention(changed)
+    assert torch.allclose(out[0, 0, 0], out_changed[0, 0, 0], atol=1e-6)
+    assert not torch.allclose(out[0, -1, -2], out_changed[0, -1, -2])
+
+
+def test_cross_attention_reaches_into_the_overlap_only():
+    torch.manual_seed(0)
+    cross = OverlappingCrossAttention(8, window=4, heads=2, overlap=0.5)  # key windows of 6: one pixel around
+    x = torch.randn(1, 8, 8, 8)
+    near, far = x.clone(), x.clone()
+    near[0, 4, 1] += torch.randn(8)  # just below the top-left query window
+    far[0, 7, 7] += torch.randn(8)
+    out = cross(x)
+    assert not torch.allclose(out[0, :4, :4], cross(near)[0, :4, :4])
+    assert torch.allclose(out[0, :4, :4], cross(far)[0, :4, :4], atol=1e-6)
+
+
+def test_hfdg_starts_as_the_upsampling_and_checks_its_inputs():
+    net = HFDG(**TINY["hfdg"])
+    coarse, retouched = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    assert torch.equal(net(coarse, retouched), coarse)
+    with pytest.raises(ValueError, match="multiples of the window"):
+        net(torch.rand(1, 3, 12, 12), torch.rand(1, 3, 12, 12))
+    with pytest.raises(ValueError, match="one size"):
+        net(coarse, torch.rand(2, 3, 8, 8))
+    with pytest.raises(ValueError, match="multiple of heads"):
+        HFDG(channels=10, heads=4)
+
+
+def test_fmar_samples_reproducibly_and_keeps_snapshots():
+    fmar = FMAR(size=16, **TINY["fmar"])
+    retouched = torch.rand(2, 3, 16, 16) * 2 - 1
+    loss = fmar.loss(retouched, retouched)
+    loss.backward()
+    assert torch.isfinite(loss)
+    first, shots = fmar.sample(retouched, steps=4, generator=torch.Generator().manual_seed(1), keep=3)
+    again, _ = fmar.sample(retouched, steps=4, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(first, again) and first.shape == retouched.shape and first.abs().max() <= 1
+    assert len(shots) == 3 and shots[0][0] > shots[-1][0]  # from noisy to clean
+    with pytest.raises(ValueError, match="16 px"):
+        fmar.sample(torch.zeros(1, 3, 8, 8))
+
+
+@pytest.mark.parametrize("stage", FRRModule.STAGES)
+def test_each_stage_trains_and_predicts(stage):
+    module = FRRModule(stage=stage, size=32, low_size=16, network=TINY[stage], sample_steps=3)
+    batch = pair_batch()
+    loss = module.loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    out = module.predict(batch["retouched"], torch.Generator().manual_seed(0))
+    assert out.shape == batch["raw"].shape and 0 <= out.min() and out.max() <= 1
+    if stage != "fmar":  # both start from an identity: the baseline from the retouched face
+        expected = batch["retouched"] if stage == "unet" else None
+        if expected is not None:
+            torch.testing.assert_close(out, expected)
+
+
+def test_bad_batches_and_settings_are_named():
+    module = FRRModule(stage="unet", size=32, low_size=16, network=TINY["unet"])
+    with pytest.raises(KeyError, match="raw"):
+        module.loss({"retouched": torch.rand(1, 3, 32, 32)})
+    with pytest.raises(ValueError, match="matching"):
+        module.loss({"retouched": torch.rand(1, 3, 32, 32), "raw": torch.rand(1, 3, 16, 16)})
+    with pytest.raises(ValueError, match="NaN"):
+        module.loss({"retouched": torch.full((1, 3, 32, 32), float("nan")), "raw": torch.rand(1, 3, 32, 32)})
+    with pytest.raises(ValueError, match="stage"):
+        FRRModule(stage="gan")
+    with pytest.raises(ValueError, match="multiple of low_size"):
+        FRRModule(size=64, low_size=24)
+
+
+def test_the_two_stages_reverse_together():
+    fmar = FRRModule("fmar", size=32, low_size=16, network=TINY["fmar"])
+    hfdg = FRRModule("hfdg", size=32, low_size=16, network=TINY["hfdg"])
+    pipeline = FRRffusion(fmar, hfdg, steps=3)
+    retouched = torch.rand(2, 3, 32, 32)
+    result = pipeline.reverse(retouched, torch.Generator().manual_seed(0))
+    assert result.output.shape == (2, 3, 32, 32) and result.coarse.shape == (2, 3, 16, 16)
+    torch.testing.assert_close(result.output, result.coarse_up)  # an untrained HFDG adds nothing
+    with pytest.raises(ValueError, match="'fmar' and an 'hfdg'"):
+        FRRffusion(hfdg, fmar)
+    with pytest.raises(ValueError, match=r"\(B, 3, 32, 32\)"):
+        pipeline.reverse(torch.rand(1, 3, 64, 64))
+
+
+def test_a_stage_fits_with_lightning(tmp_path):
+    data = RetouchDataModule(size=32, train_length=4, val_length=2, test_length=2, batch_size=2)
+    module = FRRModule(stage="hfdg", size=32, low_size=16, network=TINY["hfdg"])
+    trainer = L.Trainer(accelerator="cpu", max_steps=2, limit_val_batches=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=data)
+    assert trainer.global_step == 2 and "val/psnr" in trainer.callback_metrics
+
+
+def test_pair_data_module_reads_a_deepfrr_folder(tmp_path):
+    for i in range(6):
+        for folder, shade in (("deimage/face", 120 + i), ("rawimage", 100 + i)):
+            path = tmp_path / folder / f"{i:05d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (24, 24), (shade, shade, shade)).save(path)
+    data = RetouchDataModule(source=str(tmp_path), size=16, val_length=1, test_length=2, batch_size=3)
+    data.setup("fit")
+    assert [len(data.datasets[s]) for s in ("train", "val", "test")] == [3, 1, 2]
+    batch = next(iter(data.train_dataloader()))
+    assert batch["retouched"].shape == (3, 3, 16, 16)
+    assert torch.allclose(batch["retouched"] - batch["raw"], torch.full_like(batch["raw"], 20 / 255), atol=1e-3)
+    with pytest.raises(ValueError, match="too few"):
+        RetouchDataModule(source=str(tmp_path), size=16, val_length=3, test_length=3).setup("fit")
+
+
+def test_synthetic_pairs_keep_their_retouch_per_split():
+    data = RetouchDataModule(size=32, train_length=3, val_length=2, test_length=2, batch_size=2)
+    data.setup("fit")
+    first = data.datasets["test"][0]
+    again = RetouchDataModule(size=32, train_length=3, val_length=2, test_length=2, seed=5)
+    again.setup("fit")
+    assert torch.equal(again.datasets["test"][0]["retouched"], first["retouched"])  # test set fixed
+    assert again.datasets["train"][0]["params"] != data.datasets["train"][0]["params"]
