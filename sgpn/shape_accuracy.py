@@ -152,7 +152,8 @@ def shape_rows(teacher, regressor_lq, test_set: Mapping[str, torch.Tensor]) -> d
 
 @torch.no_grad()
 def landmark_readout(face_model: FaceModel, noise_px: float, image_size: int = 64,
-                     num_train: int = 8000, num_test: int = 512, seed: int = 0) -> dict:
+                     num_train: int = 8000, num_test: int = 512, seed: int = 0,
+                     translation_range=None) -> dict:
     """What the 68 landmarks alone say about a synthetic face: the least-squares linear map
     from their pixel positions (plus Gaussian noise of ``noise_px``) to the coefficients,
     fitted on ``num_train`` faces and scored on ``num_test`` others.
@@ -160,6 +161,8 @@ def landmark_readout(face_model: FaceModel, noise_px: float, image_size: int = 6
     A yardstick for regressors, not one itself: with exact landmarks it shows what the 2D
     geometry determines (face width and length trade off against the distance to the camera),
     and the noise shows how fast the shape is lost when the landmarks are read less precisely.
+    ``translation_range``: the faces' translation ranges (default: the synthetic faces'); a
+    wider depth range makes a face's size trade off against its distance to the camera.
     Returns the vertex error relative to the mean face's, the NME of the noisy landmarks and
     the R² of the leading identity and expression components."""
     from sgpn import camera
@@ -168,6 +171,9 @@ def landmark_readout(face_model: FaceModel, noise_px: float, image_size: int = 6
 
     generator = torch.Generator().manual_seed(seed)
     faces = synthetic_coefficients(face_model, generator, num_train + num_test)
+    if translation_range is not None:  # the same faces, moved within other ranges
+        low, high = torch.tensor(translation_range, dtype=torch.float32).T
+        faces[:, coefficients.SLICES["trans"]] = low + (high - low) * torch.rand(len(faces), 3, generator=generator)
     landmarks = camera.project(landmarks_3d(face_model, faces), image_size)
     noisy = landmarks + noise_px * torch.randn(landmarks.shape, generator=generator)
     features = torch.cat([noisy.flatten(1), torch.ones(len(noisy), 1)], 1).double()

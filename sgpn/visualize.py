@@ -213,17 +213,18 @@ def prior_renders(prior, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return render, torch.where(out.mask > 0.5, render, images)
 
 
-def readout_chart(readouts: dict[float, dict], regressors: dict[str, tuple[float, float]]):
-    """Vertex error (relative to the mean face's) against landmark NME: a line for the linear
-    landmark read-out at each noise level (``{noise_px: sgpn.shape_accuracy.landmark_readout}``)
-    and a point per regressor (``{name: (nme, vertex error ratio)}``)."""
+def readout_chart(readouts: dict[str, dict[float, dict]], regressors: dict[str, tuple[float, float]]):
+    """Vertex error (relative to the mean face's) against landmark NME: a line per set of linear
+    landmark read-outs (``{label: {noise_px: sgpn.shape_accuracy.landmark_readout}}``), a point
+    per noise level, and a square per regressor (``{name: (nme, vertex error ratio)}``)."""
     fig, ax = plt.subplots(figsize=(6, 3.4))
-    noise = sorted(readouts)
-    ax.plot([readouts[n]["nme"] for n in noise], [readouts[n]["vertex_error_ratio"] for n in noise], "o-",
-            color="grey", label="linear read-out of the 68 landmarks")
-    for n in noise:
-        ax.annotate(f"{n:g} px", (readouts[n]["nme"], readouts[n]["vertex_error_ratio"]), fontsize=7,
-                    xytext=(3, -10), textcoords="offset points")
+    for shade, (label, line) in zip(("grey", "silver", "black"), readouts.items()):
+        noise = sorted(line)
+        ax.plot([line[n]["nme"] for n in noise], [line[n]["vertex_error_ratio"] for n in noise], "o-",
+                color=shade, label=label)
+        for n in noise:
+            ax.annotate(f"{n:g} px", (line[n]["nme"], line[n]["vertex_error_ratio"]), fontsize=7,
+                        xytext=(3, -10), textcoords="offset points")
     for index, (name, (nme, ratio)) in enumerate(regressors.items()):
         ax.plot(nme, ratio, "s", color=f"C{index}", label=name)
     ax.axhline(1, color="black", lw=0.8, ls=":")

@@ -79,6 +79,24 @@ def test_coefficients_and_landmarks_match_the_render(model):
         assert eyes[:, 1].mean() < item["landmarks"][30, 1] < mouth[:, 1].mean()
 
 
+def test_a_synthetic_face_shows_its_size(model):
+    """The labels can be read off the image: a face's size in the image follows its size in the
+    model (its identity), not a random distance to the camera that would cancel it out."""
+    from sgpn import camera, coefficients
+    from sgpn.data.synthetic import synthetic_coefficients
+    from sgpn.losses import landmarks_3d
+
+    faces = synthetic_coefficients(model, torch.Generator().manual_seed(0), 256)
+    faces[:, coefficients.SLICES["angles"]] = 0  # frontal: no foreshortening
+    points = landmarks_3d(model, faces)
+
+    def spread(xy):
+        return (xy - xy.mean(1, keepdim=True)).pow(2).sum(-1).mean(1).sqrt().log()
+
+    size, drawn = spread(points[..., :2]), spread(camera.project(points, 64))
+    assert (drawn - size).std() < 0.25 * size.std()
+
+
 def test_occluder_mask_follows_occluder_prob(model):
     always = SyntheticFaces(size=32, length=4, seed=2, face_model=model, occluder_prob=1.0)
     never = SyntheticFaces(size=32, length=4, seed=2, face_model=model, occluder_prob=0.0)

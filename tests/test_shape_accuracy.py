@@ -108,6 +108,13 @@ def test_landmark_readout_loses_shape_with_landmark_noise(open_model):
     assert noisy["nme"] > 0.015 and noisy["vertex_error_ratio"] > exact["vertex_error_ratio"] + 0.15
 
 
+def test_a_wide_depth_range_hides_the_face_size_from_exact_landmarks(open_model):
+    wide = ((-0.06, 0.06), (-0.06, 0.06), (-0.6, 0.3))
+    kit = landmark_readout(open_model, 0.0, num_train=1500, num_test=200)
+    confounded = landmark_readout(open_model, 0.0, num_train=1500, num_test=200, translation_range=wide)
+    assert kit["vertex_error_ratio"] < 0.8 * confounded["vertex_error_ratio"]
+
+
 def test_synthetic_faces_draw_their_coefficients_with_synthetic_coefficients(open_model):
     from sgpn.data.procedural import derive_seed
     from sgpn.data.synthetic import SyntheticFaces, synthetic_coefficients
