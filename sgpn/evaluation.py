@@ -215,11 +215,9 @@ class Evaluation:
         lines += ["| task | method | " + " | ".join(METRIC_TITLES[m] for m in self.metrics) + " |",
                   "|" + "---|" * (len(self.metrics) + 2)]
         for row in self.rows:
-            cells = []
-            for name, cell in row.cells().items():
-                if name not in self.metrics:
-                    continue
-                result = row.results.get(name)
+            cells, formatted = [], row.cells()
+            for name in self.metrics:  # in the header's order
+                cell, result = formatted[name], row.results.get(name)
                 if result is not None and result.value is None:
                     reasons[name] = result.reason
                     cell = "unavailable"

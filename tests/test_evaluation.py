@@ -157,6 +157,16 @@ def test_unavailable_metrics_are_named_not_numbered(blind, monkeypatch, tmp_path
     assert math.isnan(evaluation.value("blind", "micro", "lpips"))
 
 
+def test_a_table_of_chosen_metrics_puts_each_value_under_its_own_header():
+    row = Row("blind", "model", {"psnr": MetricResult(22.5, spread=0.1), "fid": MetricResult(70.0),
+                                 "nme": MetricResult(0.0584, spread=0.0013)}, 512)
+    table = Evaluation(rows=[row], metrics=("fid", "nme", "psnr"))
+    header, _, line = table.markdown().splitlines()[:3]
+    columns = dict(zip(header.split("|")[3:-1], line.split("|")[3:-1]))
+    assert {title.split()[0]: cell.strip() for title, cell in columns.items()} == {
+        "FID": "70.00", "NME": "0.0584 ± 0.0013", "PSNR": "22.50 ± 0.10"}
+
+
 def test_folder_pairs_match_by_name(tmp_path):
     for side in ("lq", "hq"):
         (tmp_path / side).mkdir()
