@@ -81,7 +81,7 @@ class FMAR(nn.Module):
     """The coarse stage: ε-prediction DDPM conditioned on the retouched face (``[-1, 1]``,
     ``size`` px), channel-concatenated with ``x_t``."""
 
-    def __init__(self, size: int = 32, channels: tuple[int, ...] = (64, 128, 128), layers: int = 2,
+    def __init__(self, size: int = 32, channels: tuple[int, ...] = (32, 64, 64), layers: int = 2,
                  attention_at: int | None = 8, timesteps: int = 1000):
         super().__init__()
         from diffusers import DDPMScheduler
@@ -124,7 +124,7 @@ class FMAR(nn.Module):
 class UNetBaseline(nn.Module):
     """The plain U-Net: ``retouched + U-Net(retouched)`` at full size, in one pass."""
 
-    def __init__(self, size: int = 64, channels: tuple[int, ...] = (32, 64, 128, 128), layers: int = 2,
+    def __init__(self, size: int = 64, channels: tuple[int, ...] = (16, 32, 64, 64), layers: int = 2,
                  attention_at: int | None = 8):
         super().__init__()
         self.unet = unet(size, 3, channels, layers, attention_at)

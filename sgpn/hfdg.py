@@ -190,7 +190,7 @@ class HFDG(nn.Module):
     """The detail generator: ``(coarse_up, retouched)`` at full size in [-1, 1] ->
     ``coarse_up + residual``. Image sides must be multiples of ``window``."""
 
-    def __init__(self, channels: int = 48, groups: int = 2, depth: int = 2, window: int = 8, heads: int = 4,
+    def __init__(self, channels: int = 24, groups: int = 2, depth: int = 2, window: int = 8, heads: int = 4,
                  overlap: float = 0.5):
         super().__init__()
         if channels % heads:
