@@ -28,14 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sgpn.hfdg import HFDG
-
-
-def to_network(image: Tensor) -> Tensor:
-    return image * 2 - 1
-
-
-def to_image(output: Tensor) -> Tensor:
-    return ((output + 1) / 2).clamp(0, 1)
+from sgpn.training import check_images, to_image, to_network
 
 
 def resize(image: Tensor, size: int) -> Tensor:
@@ -47,18 +40,12 @@ def resize(image: Tensor, size: int) -> Tensor:
     return F.interpolate(image, size=(size, size), mode="bicubic", align_corners=False)
 
 
-def check_pair(batch: Mapping[str, Any]) -> tuple[Tensor, Tensor]:
-    """``batch["retouched"]`` and ``batch["raw"]``: matching ``(B, 3, S, S)`` in [0, 1]."""
-    for key in ("retouched", "raw"):
-        if key not in batch:
-            raise KeyError(f"the batch has no {key!r} images (it has {sorted(batch)}); use sgpn.data.pairs")
-    retouched, raw = batch["retouched"], batch["raw"]
-    if retouched.shape != raw.shape or retouched.dim() != 4 or retouched.shape[1] != 3:
-        raise ValueError(f"retouched and raw must be matching (B, 3, S, S) batches, got "
-                         f"{tuple(retouched.shape)} and {tuple(raw.shape)}")
-    for key, image in (("retouched", retouched), ("raw", raw)):
-        if not torch.isfinite(image).all():
-            raise ValueError(f"{key} contains NaN or Inf")
+def check_pair(batch: Mapping[str, Any], size: int) -> tuple[Tensor, Tensor]:
+    """``batch["retouched"]`` and ``batch["raw"]``: ``(B, 3, size, size)`` in [0, 1], as many
+    of one as of the other, or a clear error."""
+    retouched, raw = check_images(batch, "retouched", size), check_images(batch, "raw", size)
+    if len(retouched) != len(raw):
+        raise ValueError(f"the batch holds {len(retouched)} retouched faces but {len(raw)} raw ones")
     return retouched, raw
 
 
@@ -172,7 +159,7 @@ class FRRModule(L.LightningModule):
                     "unet": lambda: UNetBaseline(size=size, **options)}[stage]()
 
     def loss(self, batch: Mapping[str, Any]) -> Tensor:
-        retouched, raw = (to_network(x) for x in check_pair(batch))
+        retouched, raw = (to_network(x) for x in check_pair(batch, self.hparams.size))
         stage, low = self.hparams.stage, self.hparams.low_size
         if stage == "fmar":
             return self.net.loss(resize(raw, low), resize(retouched, low))
@@ -181,16 +168,18 @@ class FRRModule(L.LightningModule):
         return F.l1_loss(self.net(retouched), raw)
 
     @torch.no_grad()
-    def predict(self, retouched: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """The stage's own output for ``[0, 1]`` retouched faces, in [0, 1] at full size (FMAR:
-        its sample, upsampled; HFDG: on the stand-in of the retouched face itself)."""
-        x, stage, low = to_network(retouched), self.hparams.stage, self.hparams.low_size
+    def output(self, batch: Mapping[str, Any], generator: torch.Generator | None = None) -> Tensor:
+        """The stage's own result on a batch of pairs, in [0, 1] at full size: FMAR's sample
+        (upsampled), HFDG's details on the raw face brought down to FMAR's size and back (its
+        training input, without the noise), the baseline's restoration."""
+        retouched, raw = (to_network(x) for x in check_pair(batch, self.hparams.size))
+        stage, low = self.hparams.stage, self.hparams.low_size
         if stage == "fmar":
-            coarse, _ = self.net.sample(resize(x, low), self.hparams.sample_steps, generator)
-            return to_image(resize(coarse, x.shape[-1]))
+            coarse, _ = self.net.sample(resize(retouched, low), self.hparams.sample_steps, generator)
+            return to_image(resize(coarse, retouched.shape[-1]))
         if stage == "hfdg":
-            return to_image(self.net(resize(resize(x, low), x.shape[-1]), x))
-        return to_image(self.net(x))
+            return to_image(self.net(coarse_stand_in(raw, low, noise=0.0), retouched))
+        return to_image(self.net(retouched))
 
     def training_step(self, batch, batch_idx):
         loss = self.loss(batch)
@@ -198,19 +187,17 @@ class FRRModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx):
-        retouched, raw = check_pair(batch)
-        self.log("val/loss", self.loss(batch), batch_size=len(raw))
+        self.log("val/loss", self.loss(batch), batch_size=len(batch["raw"]))
         if self.hparams.stage != "fmar":  # sampling every validation is too slow on the CPU
-            mse = F.mse_loss(self.predict(retouched), raw)
-            self.log("val/psnr", -10 * torch.log10(mse.clamp_min(1e-10)), batch_size=len(raw))
+            mse = F.mse_loss(self.output(batch), batch["raw"])
+            self.log("val/psnr", -10 * torch.log10(mse.clamp_min(1e-10)), batch_size=len(batch["raw"]))
 
     @torch.no_grad()
     def preview(self, batch: Mapping[str, Any], count: int = 4) -> dict[str, dict[str, Tensor]]:
         """Rows for :class:`~sgpn.callbacks.ImageGridLogger`: retouched, output, raw."""
-        retouched, raw = check_pair(batch)
-        generator = torch.Generator().manual_seed(0)
-        return {"rows": {"retouched": retouched[:count], "output": self.predict(retouched[:count], generator),
-                         "raw": raw[:count]}, "masks": {}}
+        few = {key: batch[key][:count] for key in ("retouched", "raw")}
+        return {"rows": {"retouched": few["retouched"], "output": self.output(few, torch.Generator().manual_seed(0)),
+                         "raw": few["raw"]}, "masks": {}}
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.net.parameters(), lr=self.hparams.lr)

@@ -159,10 +159,10 @@ def landmark_readout(face_model: FaceModel, noise_px: float, image_size: int = 6
     fitted on ``num_train`` faces and scored on ``num_test`` others.
 
     A yardstick for regressors, not one itself: with exact landmarks it shows what the 2D
-    geometry determines (face width and length trade off against the distance to the camera),
-    and the noise shows how fast the shape is lost when the landmarks are read less precisely.
-    ``translation_range``: the faces' translation ranges (default: the synthetic faces'); a
-    wider depth range makes a face's size trade off against its distance to the camera.
+    geometry determines, and the noise shows how fast the shape is lost when the landmarks are
+    read less precisely. ``translation_range``: the faces' translation ranges (default: the
+    synthetic faces'); a wider depth range makes a face's size trade off against its distance
+    to the camera.
     Returns the vertex error relative to the mean face's, the NME of the noisy landmarks and
     the R² of the leading identity and expression components."""
     from sgpn import camera

@@ -217,8 +217,11 @@ def readout_chart(readouts: dict[str, dict[float, dict]], regressors: dict[str, 
     """Vertex error (relative to the mean face's) against landmark NME: a line per set of linear
     landmark read-outs (``{label: {noise_px: sgpn.shape_accuracy.landmark_readout}}``), a point
     per noise level, and a square per regressor (``{name: (nme, vertex error ratio)}``)."""
+    shades = ("grey", "silver", "black")
+    if len(readouts) > len(shades):
+        raise ValueError(f"the chart tells {len(shades)} read-out lines apart, got {len(readouts)}")
     fig, ax = plt.subplots(figsize=(6, 3.4))
-    for shade, (label, line) in zip(("grey", "silver", "black"), readouts.items()):
+    for shade, (label, line) in zip(shades, readouts.items()):
         noise = sorted(line)
         ax.plot([line[n]["nme"] for n in noise], [line[n]["vertex_error_ratio"] for n in noise], "o-",
                 color=shade, label=label)
