@@ -95,8 +95,10 @@ class Server:
         """A client of the (newest) kernel the server started, for checks in the kernel."""
         from jupyter_client import BlockingKernelClient
 
-        files = sorted(self.runtime.rglob("kernel-*.json"), key=lambda p: p.stat().st_mtime)
-        assert files, "the server started no kernel"
+        deadline = time.monotonic() + 120  # a notebook's page shows up before its kernel does
+        while not (files := sorted(self.runtime.rglob("kernel-*.json"), key=lambda p: p.stat().st_mtime)):
+            assert time.monotonic() < deadline, "the server started no kernel"
+            time.sleep(0.5)
         client = BlockingKernelClient(connection_file=str(files[-1]))
         client.load_connection_file()
         client.start_channels()  # no kernel_info wait: the shell may be busy with queued cells
@@ -263,17 +265,35 @@ def lab(tmp_path_factory):
 ACTIVE = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 
 
+def run_all_accepted(page, kernel, timeout_s: float = 30) -> bool:
+    """Whether the notebook took a Run All: a cell waits to run ([*]; the committed outputs
+    already show numbers) or the kernel has run one."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        queued = page.evaluate(f"""() => [...document.querySelectorAll('{ACTIVE} .jp-InputPrompt')]
+            .some(p => p.textContent.includes('[*]'))""")
+        if queued or kernel_value(kernel, "get_ipython().execution_count") > 1:
+            return True
+        page.wait_for_timeout(500)
+    return False
+
+
 def run_all(page, server, notebook: str, timeout_s: float = 600):
     """Open a notebook in JupyterLab, Run All, and wait until every cell has run (the kernel's
     execution count, read without adding to it); returns a client of its kernel."""
     # a workspace of its own: no notebook of an earlier test is reopened beside it
     page.goto(f"{server.url}/lab/workspaces/{Path(notebook).stem}/tree/{notebook}?token={server.token}")
     page.locator(f"{ACTIVE} .jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=120_000)
-    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-    page.wait_for_timeout(1000)
     kernel = server.kernel()
     code_cells = sum(c["cell_type"] == "code" for c in json.loads((ROOT / "notebooks" / notebook).read_text())["cells"])
+    for attempt in range(3):  # a click that lands while the page is still settling may run nothing
+        page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+        page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+        if run_all_accepted(page, kernel):
+            break
+        page.screenshot(path=ARTIFACTS / f"{Path(notebook).stem}_run_all_{attempt}.png")
+    else:
+        pytest.fail(f"{notebook}: Run All Cells queued no cell in three tries")
     deadline = time.monotonic() + timeout_s
     while (executed := kernel_value(kernel, "get_ipython().execution_count", timeout=timeout_s) - 1) < code_cells:
         assert time.monotonic() < deadline, f"{notebook}: {executed} of {code_cells} cells ran (a cell failed?)"
