@@ -100,9 +100,10 @@ class WindowAttention(nn.Module):
         q, k, v = self.qkv(tokens).view(len(tokens), -1, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
         bias = self.bias[self.index].permute(2, 0, 1)  # (heads, n, n)
         mask = self._mask(h, w, x.device)
-        if mask is not None:
-            bias = (bias[None] + mask[:, None]).repeat(b, 1, 1, 1)  # one per window of the batch
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        if mask is not None:  # (windows, heads, n, n), broadcast over the batch
+            bias = bias[None] + mask[:, None]
+            q, k, v = (t.view(b, -1, *t.shape[1:]) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias).reshape(len(tokens), self.heads, -1, c // self.heads)
         out = self.proj(out.transpose(1, 2).reshape(len(tokens), -1, c))
         out = merge_windows(out, self.window, b, h, w)
         return torch.roll(out, (self.shift, self.shift), (1, 2)) if self.shift else out
@@ -190,7 +191,7 @@ class HFDG(nn.Module):
     """The detail generator: ``(coarse_up, retouched)`` at full size in [-1, 1] ->
     ``coarse_up + residual``. Image sides must be multiples of ``window``."""
 
-    def __init__(self, channels: int = 24, groups: int = 2, depth: int = 2, window: int = 8, heads: int = 4,
+    def __init__(self, channels: int = 24, groups: int = 2, depth: int = 2, window: int = 8, heads: int = 2,
                  overlap: float = 0.5):
         super().__init__()
         if channels % heads:

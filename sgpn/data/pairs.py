@@ -35,10 +35,13 @@ def _plain_index(index) -> int:
 class RetouchedFaces(Dataset):
     """Faces from ``faces`` (items with ``hq``, ``landmarks``, ``face_mask`` and
     ``occluder_mask``, as :class:`~sgpn.data.SyntheticFaces` gives them), each retouched by
-    ``retouch`` with a generator seeded by ``(seed, index)``: the same pair every time."""
+    ``retouch`` with a generator seeded by ``(seed, index)``: the same pair every time.
+    ``cache``: keep each retouched face after it is first made (retouching a face costs about as
+    much as the coarse stage's training step spends on it)."""
 
-    def __init__(self, faces: Dataset, retouch: Retouch | None = None, seed: int = 0):
+    def __init__(self, faces: Dataset, retouch: Retouch | None = None, seed: int = 0, cache: bool = False):
         self.faces, self.retouch, self.seed = faces, retouch or Retouch(), int(seed)
+        self.cache: dict[int, tuple[torch.Tensor, dict]] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.faces)
@@ -49,12 +52,17 @@ class RetouchedFaces(Dataset):
         missing = {"hq", "landmarks", "face_mask"} - set(face)
         if missing:
             raise KeyError(f"retouching needs a face's {sorted(missing)}; {type(self.faces).__name__} gives {sorted(face)}")
-        occluder = face.get("occluder_mask")
-        retouched = self.retouch(face["hq"][None], face["landmarks"][None], face["face_mask"][None],
-                                 None if occluder is None else occluder[None],
-                                 generator=derive_seed(self.seed, "retouch", face.get("index", index)))
-        return {"retouched": retouched.image[0], "raw": face["hq"], "params": retouched.params[0],
-                "index": face.get("index", index)}
+        if self.cache is not None and index in self.cache:
+            image, params = self.cache[index]
+        else:
+            occluder = face.get("occluder_mask")
+            retouched = self.retouch(face["hq"][None], face["landmarks"][None], face["face_mask"][None],
+                                     None if occluder is None else occluder[None],
+                                     generator=derive_seed(self.seed, "retouch", face.get("index", index)))
+            image, params = retouched.image[0], retouched.params[0]
+            if self.cache is not None:
+                self.cache[index] = image, params
+        return {"retouched": image.clone(), "raw": face["hq"], "params": dict(params), "index": face.get("index", index)}
 
 
 class FolderPairs(Dataset):
@@ -144,7 +152,8 @@ class RetouchDataModule(FaceDataModule):
         if self.source == "synthetic":
             faces = self._synthetic_splits()
             self.datasets = {split: RetouchedFaces(faces[split], self.retouch,
-                                                   derive_seed(self.seed if split == "train" else 0, "retouch", split))
+                                                   derive_seed(self.seed if split == "train" else 0, "retouch", split),
+                                                   cache=True)
                              for split in SPLITS}
             return
         root = Path(self.source)
