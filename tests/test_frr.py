@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sgpn.data.pairs import RetouchDataModule
+from sgpn.data.pairs import RetouchDataModule, RetouchedFaces
 from sgpn.frr import FMAR, FRRffusion, FRRModule
 from sgpn.hfdg import HFDG, OverlappingCrossAttention, WindowAttention, relative_position_index
 
@@ -154,3 +154,32 @@ def test_synthetic_pairs_keep_their_retouch_per_split():
     again.setup("fit")
     assert torch.equal(again.datasets["test"][0]["retouched"], first["retouched"])  # test set fixed
     assert again.datasets["train"][0]["params"] != data.datasets["train"][0]["params"]
+
+
+def test_window_attention_treats_each_image_of_a_batch_alone():
+    attention = WindowAttention(8, window=4, heads=2, shift=2)
+    x = torch.randn(3, 8, 8, 8)
+    torch.testing.assert_close(attention(x)[1:2], attention(x[1:2]))
+
+
+def test_a_kept_pair_is_the_pair_retouched_afresh():
+    data = RetouchDataModule(size=32, train_length=3, val_length=1, test_length=1)
+    data.setup("fit")
+    train = data.datasets["train"]
+    first = train[1]
+    first["retouched"].zero_()  # what a caller does to an item must not reach the kept pair
+    first["params"]["slim"] = 99.0
+    fresh = RetouchedFaces(train.faces, train.retouch, train.seed)[1]
+    again = train[1]
+    assert torch.equal(again["retouched"], fresh["retouched"]) and again["params"] == fresh["params"]
+
+
+def test_the_forward_process_fades_the_face_into_noise():
+    fmar = FMAR(size=16, **TINY["fmar"])
+    clean = torch.rand(2, 3, 16, 16) * 2 - 1
+    noised = fmar.noised(clean, [0, 500, 999], torch.Generator().manual_seed(0))
+    assert noised.shape == (3, 2, 3, 16, 16)
+    correlation = [torch.corrcoef(torch.stack([x.flatten(), clean.flatten()]))[0, 1].item() for x in noised]
+    assert correlation[0] > 0.99 and correlation[0] > correlation[1] > correlation[2] and abs(correlation[2]) < 0.1
+    with pytest.raises(ValueError, match="0..999"):
+        fmar.noised(clean, [1000])

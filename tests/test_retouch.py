@@ -168,3 +168,30 @@ def test_folder_pairs_refuse_an_image_without_its_partner(tmp_path):
         FolderPairs(tmp_path / "retouched", tmp_path / "raw")
     with pytest.raises(FileNotFoundError):
         FolderPairs(tmp_path / "retouched", tmp_path / "missing")
+
+
+def test_each_part_alone_and_all_together():
+    from sgpn.retouch import each_part
+
+    face = SyntheticFaces(64, 1, seed=2)[0]
+    params = {"smooth": 0.8, "brighten": 0.3, "lips": 0.0, "slim": 0.06, "jaw": 0.0, "eyes": 0.1, "lipstick": "coral"}
+    parts = each_part(face["hq"][None], face["landmarks"][None], face["face_mask"][None], params)
+    assert list(parts) == ["smooth", "brighten", "slim", "eyes", "all"]  # parts at 0 are left out
+    alone = Retouch.apply(face["hq"][None], face["landmarks"][None], face["face_mask"][None], [{"slim": 0.06}]).image
+    torch.testing.assert_close(parts["slim"], alone)
+    assert all(not torch.equal(image, face["hq"][None]) for image in parts.values())
+
+
+def test_retouch_sliders_redraw_headless():
+    from sgpn.widgets import RetouchSliders
+
+    face = SyntheticFaces(64, 1, seed=2)[0]
+    sliders = RetouchSliders(face)
+    first, png = sliders.retouched.clone(), sliders.image.value
+    sliders.controls["eyes"].value = 0.2
+    assert not torch.equal(sliders.retouched, first) and sliders.image.value != png
+    assert "eyes ×1.25" in sliders.caption.value
+    for name in PARTS:
+        sliders.controls[name].value = 0.0
+    torch.testing.assert_close(sliders.retouched, face["hq"])
+    assert sliders.caption.value.endswith("untouched")
