@@ -5,7 +5,8 @@ Super-Resolution Transformer"), which FRRffusion's second stage uses.
 It lifts the coarse stage's low-resolution face to full resolution, guided by the
 full-resolution retouched face (retouching leaves hair, background and pose alone, so their
 details are there to take). Input: the coarse face upsampled to full size and the retouched
-face, side by side (6 channels); output: the upsampled coarse face plus a predicted residual.
+face, folded into channels at the low resolution; output: the upsampled coarse face plus a
+predicted residual, unfolded by a pixel shuffle (HAT's upsampler).
 
 HAT's parts, written here at kit scale (no library ships them; HAT's own code is a training
 framework, not a layer library):
@@ -189,29 +190,36 @@ class AttentionGroup(nn.Module):
 
 class HFDG(nn.Module):
     """The detail generator: ``(coarse_up, retouched)`` at full size in [-1, 1] ->
-    ``coarse_up + residual``. Image sides must be multiples of ``window``."""
+    ``coarse_up + residual``.
+
+    As in HAT, the attention groups work at the low resolution and a pixel shuffle brings
+    their result up: both images are folded ``scale`` x ``scale`` into channels (pixel
+    unshuffle, which loses nothing) and the residual is unfolded back. At 1/4 of the tokens a
+    step is about four times faster on the CPU. Image sides must be multiples of
+    ``scale * window``."""
 
     def __init__(self, channels: int = 24, groups: int = 2, depth: int = 2, window: int = 8, heads: int = 2,
-                 overlap: float = 0.5):
+                 overlap: float = 0.5, scale: int = 2):
         super().__init__()
         if channels % heads:
             raise ValueError(f"channels ({channels}) must be a multiple of heads ({heads})")
-        self.window = window
-        self.head = nn.Conv2d(6, channels, 3, padding=1)
+        self.window, self.scale = window, scale
+        self.head = nn.Sequential(nn.PixelUnshuffle(scale), nn.Conv2d(6 * scale * scale, channels, 3, padding=1))
         self.groups = nn.ModuleList(AttentionGroup(channels, depth, window, heads, overlap) for _ in range(groups))
         self.norm = nn.LayerNorm(channels)
         self.body_conv = nn.Conv2d(channels, channels, 3, padding=1)
-        self.tail = nn.Conv2d(channels, 3, 3, padding=1)
-        nn.init.zeros_(self.tail.weight)  # starts as the plain upsampling
-        nn.init.zeros_(self.tail.bias)
+        self.tail = nn.Sequential(nn.Conv2d(channels, 3 * scale * scale, 3, padding=1), nn.PixelShuffle(scale))
+        nn.init.zeros_(self.tail[0].weight)  # starts as the plain upsampling
+        nn.init.zeros_(self.tail[0].bias)
 
     def forward(self, coarse_up: Tensor, retouched: Tensor) -> Tensor:
         if coarse_up.shape != retouched.shape or coarse_up.dim() != 4 or coarse_up.shape[1] != 3:
             raise ValueError(f"HFDG takes two (B, 3, H, W) images of one size, got {tuple(coarse_up.shape)} "
                              f"and {tuple(retouched.shape)}")
-        if coarse_up.shape[-1] % self.window or coarse_up.shape[-2] % self.window:
-            raise ValueError(f"image sides must be multiples of the window ({self.window}), got "
-                             f"{tuple(coarse_up.shape[-2:])}")
+        unit = self.scale * self.window
+        if coarse_up.shape[-1] % unit or coarse_up.shape[-2] % unit:
+            raise ValueError(f"image sides must be multiples of the window ({self.window}) times the scale "
+                             f"({self.scale}), got {tuple(coarse_up.shape[-2:])}")
         features = self.head(torch.cat([coarse_up, retouched], 1))
         x = features.permute(0, 2, 3, 1)
         for group in self.groups:
