@@ -250,11 +250,17 @@ class FRRffusion(nn.Module):
         self.size, self.low_size = fmar.hparams.size, fmar.hparams.low_size
 
     @torch.no_grad()
-    def reverse(self, retouched: Tensor, generator: torch.Generator | None = None) -> Reversed:
+    def reverse(self, retouched: Tensor, generator: torch.Generator | None = None, samples: int = 1) -> Reversed:
+        """Retouched faces ``(B, 3, S, S)`` in [0, 1] -> :class:`Reversed`. ``samples`` > 1: FMAR's
+        face is the mean of that many samples, an estimate of the posterior mean (what PSNR
+        rewards, at the price of detail); FRRffusion draws one."""
         if retouched.dim() != 4 or tuple(retouched.shape[1:]) != (3, self.size, self.size):
             raise ValueError(f"retouched faces must be (B, 3, {self.size}, {self.size}) in [0, 1], "
                              f"got {tuple(retouched.shape)}")
+        if samples < 1:
+            raise ValueError(f"samples must be at least 1, got {samples}")
         x = to_network(retouched)
-        coarse, _ = self.fmar.sample(resize(x, self.low_size), self.steps, generator)
+        low = resize(x, self.low_size)
+        coarse = torch.stack([self.fmar.sample(low, self.steps, generator)[0] for _ in range(samples)]).mean(0)
         coarse_up = resize(coarse, self.size)
         return Reversed(to_image(self.hfdg(coarse_up, x)), to_image(coarse), to_image(coarse_up))

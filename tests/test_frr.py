@@ -183,3 +183,17 @@ def test_the_forward_process_fades_the_face_into_noise():
     assert correlation[0] > 0.99 and correlation[0] > correlation[1] > correlation[2] and abs(correlation[2]) < 0.1
     with pytest.raises(ValueError, match="0..999"):
         fmar.noised(clean, [1000])
+
+
+def test_the_mean_of_samples_is_the_average_of_single_draws():
+    fmar = FRRModule("fmar", size=32, low_size=16, network=TINY["fmar"])
+    hfdg = FRRModule("hfdg", size=32, low_size=16, network=TINY["hfdg"])
+    pipeline = FRRffusion(fmar, hfdg, steps=2)
+    retouched = torch.rand(1, 3, 32, 32)
+    generator = torch.Generator().manual_seed(3)
+    draws = [pipeline.reverse(retouched, generator).coarse for _ in range(2)]  # two draws, one after the other
+    mean = pipeline.reverse(retouched, torch.Generator().manual_seed(3), samples=2).coarse
+    assert not torch.allclose(draws[0], draws[1])
+    torch.testing.assert_close(mean, (draws[0] + draws[1]) / 2)
+    with pytest.raises(ValueError, match="at least 1"):
+        pipeline.reverse(retouched, samples=0)

@@ -104,7 +104,7 @@ def test_the_kit_stages_undo_retouching():
     pairs = frr_test_set(num_images=32, size=stages["fmar"].hparams.size)
     outputs, _ = frr_outputs(stages, pairs["lq"], steps=10)
     psnr = {key: pixel_metrics()[0](faces, pairs["hq"]).item() for key, faces in outputs.items()}
-    assert psnr["fmar_hfdg"] > psnr["retouched"] + 1 and psnr["fmar_hfdg"] > psnr["fmar"], psnr
+    assert psnr["fmar_hfdg"] > psnr["retouched"] + 0.5 and psnr["fmar_hfdg"] > psnr["fmar"] + 1, psnr
 
 
 def test_a_stage_exports_compact_and_loads(tmp_path):
