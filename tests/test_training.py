@@ -321,9 +321,11 @@ def test_kit_checkpoints_load_and_restore():
     from sgpn.data import FaceDataModule
 
     from sgpn.evaluation import VARIANTS, load_kit
+    from sgpn.frr_evaluation import FRR_CHECKPOINTS
 
     sizes = {p.name: p.stat().st_size for p in KIT.glob("*.ckpt")}
-    assert set(sizes) == {"teacher_tiny.ckpt", "regressor_lq_tiny.ckpt", *VARIANTS.values()}
+    assert set(sizes) == {"teacher_tiny.ckpt", "regressor_lq_tiny.ckpt", *VARIANTS.values(), *FRR_CHECKPOINTS.values()}
+    assert sum(sizes[name] for name in FRR_CHECKPOINTS.values()) <= 8 * 2**20  # compact float16 stages
     assert sizes["teacher_tiny.ckpt"] + sizes["regressor_lq_tiny.ckpt"] + sizes["sgpn_tiny.ckpt"] <= 20 * 2**20
     teacher = TeacherModule.load_from_checkpoint(KIT / "teacher_tiny.ckpt", weights_only=True).eval()
     module = load_sgpn(KIT / "sgpn_tiny.ckpt")
