@@ -91,13 +91,17 @@ class Server:
                     raise RuntimeError(f"server did not start: {(runtime / 'server.log').read_text()[-3000:]}")
                 time.sleep(0.5)
 
-    def kernel(self):
-        """A client of the (newest) kernel the server started, for checks in the kernel."""
+    def kernel_files(self) -> set[Path]:
+        return set(self.runtime.rglob("kernel-*.json"))
+
+    def kernel(self, older: set[Path] = frozenset()):
+        """A client of the newest kernel the server started (waiting for one not in ``older``:
+        a notebook's page shows up before its kernel does), for checks in the kernel."""
         from jupyter_client import BlockingKernelClient
 
-        deadline = time.monotonic() + 120  # a notebook's page shows up before its kernel does
-        while not (files := sorted(self.runtime.rglob("kernel-*.json"), key=lambda p: p.stat().st_mtime)):
-            assert time.monotonic() < deadline, "the server started no kernel"
+        deadline = time.monotonic() + 120
+        while not (files := sorted(self.kernel_files() - set(older), key=lambda p: p.stat().st_mtime)):
+            assert time.monotonic() < deadline, "the server started no new kernel"
             time.sleep(0.5)
         client = BlockingKernelClient(connection_file=str(files[-1]))
         client.load_connection_file()
@@ -281,10 +285,11 @@ def run_all_accepted(page, kernel, timeout_s: float = 30) -> bool:
 def run_all(page, server, notebook: str, timeout_s: float = 600):
     """Open a notebook in JupyterLab, Run All, and wait until every cell has run (the kernel's
     execution count, read without adding to it); returns a client of its kernel."""
+    older = server.kernel_files()
     # a workspace of its own: no notebook of an earlier test is reopened beside it
     page.goto(f"{server.url}/lab/workspaces/{Path(notebook).stem}/tree/{notebook}?token={server.token}")
     page.locator(f"{ACTIVE} .jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=120_000)
-    kernel = server.kernel()
+    kernel = server.kernel(older)
     code_cells = sum(c["cell_type"] == "code" for c in json.loads((ROOT / "notebooks" / notebook).read_text())["cells"])
     for attempt in range(3):  # a click that lands while the page is still settling may run nothing
         page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
