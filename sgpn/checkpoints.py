@@ -163,5 +163,5 @@ def resolve_kit_path(name: str | os.PathLike, beside: Path) -> Path:
     for candidate in (Path(name), KIT_ROOT / name, beside.parent / Path(name).name):
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"{beside} needs its teacher {name}, which was not found (as given, in the kit, "
+    raise FileNotFoundError(f"{beside} needs {name}, which was not found (as given, in the kit, "
                             f"or beside the checkpoint)")

@@ -152,8 +152,8 @@ class UNetBaseline(nn.Module):
 
 
 def coarse_stand_in(raw: Tensor, low_size: int, noise: float = 0.03) -> Tensor:
-    """What HFDG trains on in place of FMAR's output: the raw face at FMAR's size (plus a little
-    Gaussian noise, FMAR is not exact), brought back up to full size."""
+    """What HFDG trains on when no FMAR samples are given: the raw face at FMAR's size (plus a
+    little Gaussian noise, FMAR is not exact), brought back up to full size."""
     low = resize(raw, low_size)
     low = low + noise * torch.rand(len(raw), 1, 1, 1, device=raw.device) * torch.randn_like(low)
     return resize(low.clamp(-1, 1), raw.shape[-1])
@@ -186,27 +186,36 @@ class FRRModule(L.LightningModule):
         self.net = {"fmar": lambda: FMAR(size=low_size, **options), "hfdg": lambda: HFDG(**options),
                     "unet": lambda: UNetBaseline(size=size, **options)}[stage]()
 
+    def coarse_input(self, batch: Mapping[str, Any], raw: Tensor, noise: float) -> Tensor:
+        """HFDG's coarse face at full size, in [-1, 1]: FMAR's sample of each pair when the
+        batch carries one (``coarse``, :class:`~sgpn.data.pairs.RetouchDataModule`'s
+        ``coarse_from``), else :func:`coarse_stand_in` of the raw face."""
+        if "coarse" not in batch:
+            return coarse_stand_in(raw, self.hparams.low_size, noise)
+        coarse = check_images(batch, "coarse", self.hparams.low_size)
+        return resize(to_network(coarse), self.hparams.size)
+
     def loss(self, batch: Mapping[str, Any]) -> Tensor:
         retouched, raw = (to_network(x) for x in check_pair(batch, self.hparams.size))
         stage, low = self.hparams.stage, self.hparams.low_size
         if stage == "fmar":
             return self.net.loss(resize(raw, low), resize(retouched, low))
         if stage == "hfdg":
-            return F.l1_loss(self.net(coarse_stand_in(raw, low), retouched), raw)
+            return F.l1_loss(self.net(self.coarse_input(batch, raw, noise=0.03), retouched), raw)
         return F.l1_loss(self.net(retouched), raw)
 
     @torch.no_grad()
     def output(self, batch: Mapping[str, Any], generator: torch.Generator | None = None) -> Tensor:
         """The stage's own result on a batch of pairs, in [0, 1] at full size: FMAR's sample
-        (upsampled), HFDG's details on the raw face brought down to FMAR's size and back (its
-        training input, without the noise), the baseline's restoration."""
+        (upsampled), HFDG's details on its training input (:meth:`coarse_input`, without the
+        stand-in's noise), the baseline's restoration."""
         retouched, raw = (to_network(x) for x in check_pair(batch, self.hparams.size))
         stage, low = self.hparams.stage, self.hparams.low_size
         if stage == "fmar":
             coarse, _ = self.net.sample(resize(retouched, low), self.hparams.sample_steps, generator)
             return to_image(resize(coarse, retouched.shape[-1]))
         if stage == "hfdg":
-            return to_image(self.net(coarse_stand_in(raw, low, noise=0.0), retouched))
+            return to_image(self.net(self.coarse_input(batch, raw, noise=0.0), retouched))
         return to_image(self.net(retouched))
 
     def training_step(self, batch, batch_idx):
@@ -234,6 +243,30 @@ class FRRModule(L.LightningModule):
             raise ValueError("the cosine decay needs a run of known length: set trainer.max_epochs or max_steps")
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, int(steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+@torch.no_grad()
+def fmar_samples(fmar: "FRRModule", pairs, seed: int = 0, batch_size: int = 64, progress: bool = True) -> Tensor:
+    """FMAR's sample of every pair's retouched face, ``(N, 3, s, s)`` in [0, 1] at FMAR's size,
+    in the order of ``pairs`` (a dataset of pairs). One seeded DDIM draw per face, as
+    :meth:`FRRffusion.reverse` makes at inference: what HFDG then trains on (the raw face brought
+    down and back is sharper and better aligned than any sample, so a detail stage trained on
+    it trusts its coarse input too much)."""
+    from tqdm.auto import tqdm
+
+    if fmar.hparams.stage != "fmar":
+        raise ValueError(f"fmar_samples needs an 'fmar' stage, got {fmar.hparams.stage!r}")
+    fmar.eval()
+    generator, size, low = torch.Generator().manual_seed(seed), fmar.hparams.size, fmar.hparams.low_size
+    samples = []
+    for start in tqdm(range(0, len(pairs), batch_size), desc=f"FMAR samples of {len(pairs)} faces",
+                      disable=not progress):
+        retouched = torch.stack([pairs[i]["retouched"] for i in range(start, min(start + batch_size, len(pairs)))])
+        if retouched.shape[-1] != size:
+            raise ValueError(f"FMAR was trained on {size} px pairs, got {retouched.shape[-1]} px")
+        coarse, _ = fmar.net.sample(resize(to_network(retouched), low), fmar.hparams.sample_steps, generator)
+        samples.append(to_image(coarse))
+    return torch.cat(samples)
 
 
 class FRRffusion(nn.Module):

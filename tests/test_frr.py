@@ -130,6 +130,46 @@ def test_a_stage_fits_with_lightning(tmp_path):
     assert trainer.global_step == 2 and "val/psnr" in trainer.callback_metrics
 
 
+def test_hfdg_trains_on_fmar_samples_drawn_once(tmp_path):
+    """With ``coarse_from``, the pairs carry FMAR's seeded sample of each retouched face (the
+    same as sampling it by hand), kept in the cache folder; HFDG then reads them, not the
+    raw face brought down and back."""
+    import lightning as L
+
+    from sgpn.data.procedural import derive_seed
+    from sgpn.frr import fmar_samples, resize
+    from sgpn.training import to_network
+
+    fmar = FRRModule("fmar", size=32, low_size=16, network=TINY["fmar"], sample_steps=2)
+    with torch.no_grad():
+        fmar.net.unet.conv_out.weight.normal_(0, 0.1)  # samples that depend on the face
+    checkpoint = tmp_path / "fmar.ckpt"
+    torch.save({"state_dict": fmar.state_dict(), "hyper_parameters": dict(fmar.hparams),
+                "pytorch-lightning_version": L.__version__}, checkpoint)
+    options = dict(size=32, train_length=4, val_length=2, test_length=2, batch_size=2,
+                   coarse_from=str(checkpoint), cache_dir=str(tmp_path / "cache"))
+    data = RetouchDataModule(**options)
+    data.setup("fit")
+    train = data.datasets["train"]
+    item = train[(1, 0)]  # the training sampler's (index, epoch)
+    assert item["coarse"].shape == (3, 16, 16) and torch.equal(item["retouched"], train.pairs[1]["retouched"])
+    plain = RetouchDataModule(size=32, train_length=4, val_length=2, test_length=2)
+    plain.setup("fit")
+    by_hand = fmar_samples(fmar, plain.datasets["train"], seed=derive_seed(0, "coarse", "train"), progress=False)
+    torch.testing.assert_close(train.coarse, by_hand)
+    assert len(list((tmp_path / "cache").glob("fmar-samples-*.pt"))) == 2  # train and val
+    again = RetouchDataModule(**options)
+    again.setup("fit")
+    assert torch.equal(again.datasets["train"].coarse, train.coarse)
+
+    hfdg = FRRModule("hfdg", size=32, low_size=16, network=TINY["hfdg"])
+    batch = next(iter(data.train_dataloader()))
+    coarse_up = resize(to_network(batch["coarse"]), 32)
+    torch.testing.assert_close(hfdg.coarse_input(batch, to_network(batch["raw"]), noise=0.0), coarse_up)
+    with pytest.raises(ValueError, match="16 px"):
+        hfdg.coarse_input({**batch, "coarse": batch["retouched"]}, batch["raw"], noise=0.0)
+
+
 def test_pair_data_module_reads_a_deepfrr_folder(tmp_path):
     for i in range(6):
         for folder, shade in (("deimage/face", 120 + i), ("rawimage", 100 + i)):

@@ -15,6 +15,7 @@ Items are dicts with ``retouched`` (the input) and ``raw`` (the ground truth), b
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 from pathlib import Path
 
@@ -118,6 +119,23 @@ class FolderPairs(Dataset):
             raise OSError(f"could not decode the pair {retouched} / {raw}: {err}") from err
 
 
+class WithCoarse(Dataset):
+    """``pairs`` with ``coarse`` added to each item: a given ``(N, 3, s, s)`` image per pair, in
+    the pairs' order (FMAR's samples, :func:`sgpn.frr.fmar_samples`)."""
+
+    def __init__(self, pairs: Dataset, coarse: torch.Tensor):
+        if len(coarse) != len(pairs):
+            raise ValueError(f"{len(coarse)} coarse faces for {len(pairs)} pairs")
+        self.pairs, self.coarse = pairs, coarse
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index) -> dict:
+        position = _plain_index(index)
+        return {**self.pairs[index], "coarse": self.coarse[position]}
+
+
 def collate_pairs(items: list[dict]) -> dict:
     """Stack every key as ``default_collate`` does, but keep ``params`` as a list of dicts."""
     batch = default_collate([{k: v for k, v in item.items() if k != "params"} for item in items])
@@ -135,27 +153,59 @@ class RetouchDataModule(FaceDataModule):
     layout (``deimage/face`` and ``rawimage``) or ``retouched`` and ``raw`` subfolders, split by
     a fixed shuffle into ``val_length``, ``test_length`` and the rest for training. ``seed``
     drives the training faces and their order; validation and test do not depend on it.
+
+    ``coarse_from``: an FMAR checkpoint; the training and validation pairs then carry FMAR's
+    sample of each retouched face (``coarse``), drawn once before training (with a progress
+    bar) and kept in ``cache_dir``, for HFDG to train on what it gets at inference.
     """
 
     def __init__(self, source: str = "synthetic", size: int = 64, batch_size: int = 16,
                  train_length: int = 4000, val_length: int = 32, test_length: int = 256,
                  retouch: dict | None = None, num_workers: int = 0, seed: int = 0,
-                 cache_dir: str | None = None):
+                 cache_dir: str | None = None, coarse_from: str | None = None):
         super().__init__(source=source, size=size, batch_size=batch_size, train_length=train_length,
                          val_length=val_length, test_length=test_length, num_workers=num_workers,
                          seed=seed, cache=True, cache_dir=cache_dir)
         self.retouch = Retouch(**(retouch or {}))
+        self.coarse_from = coarse_from
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
+        self.datasets = self._pair_splits()
+        if self.coarse_from is not None:
+            for split in ("train", "val"):
+                self.datasets[split] = WithCoarse(self.datasets[split], self._coarse(split))
+
+    def _coarse(self, split: str) -> torch.Tensor:
+        """FMAR's samples of a split, read from ``cache_dir`` when a file there matches the
+        checkpoint and the pairs (named by a hash of both), else drawn and written."""
+        from sgpn.checkpoints import KIT_ROOT, resolve_kit_path
+        from sgpn.frr import fmar_samples
+        from sgpn.frr_evaluation import load_frr_stage
+
+        path = resolve_kit_path(self.coarse_from, KIT_ROOT)
+        pairs = self.datasets[split]
+        fingerprint = hashlib.sha1(path.read_bytes())
+        for index in {0, len(pairs) - 1}:
+            fingerprint.update(pairs[index]["retouched"].numpy().tobytes())
+        file = (Path(self.cache_dir) / f"fmar-samples-{split}-{len(pairs)}-{fingerprint.hexdigest()[:12]}.pt"
+                if self.cache_dir is not None else None)
+        if file is not None and file.is_file():
+            return torch.load(file, weights_only=True)
+        samples = fmar_samples(load_frr_stage(path), pairs, seed=derive_seed(self.seed, "coarse", split))
+        if file is not None:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(samples, file)
+        return samples
+
+    def _pair_splits(self) -> dict[str, Dataset]:
         if self.source == "synthetic":
             faces = self._synthetic_splits()
-            self.datasets = {split: RetouchedFaces(faces[split], self.retouch,
-                                                   derive_seed(self.seed if split == "train" else 0, "retouch", split),
-                                                   cache=True)
-                             for split in SPLITS}
-            return
+            return {split: RetouchedFaces(faces[split], self.retouch,
+                                          derive_seed(self.seed if split == "train" else 0, "retouch", split),
+                                          cache=True)
+                    for split in SPLITS}
         root = Path(self.source)
         pairs = (FolderPairs.deepfrr(root, self.size) if (root / "deimage" / "face").is_dir()
                  else FolderPairs(root / "retouched", root / "raw", self.size))
@@ -165,9 +215,9 @@ class RetouchDataModule(FaceDataModule):
                              f"test_length={self.lengths['test']} and a training set")
         order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(derive_seed(0, "pair split")))
         ends = {"val": self.lengths["val"], "test": held_out}
-        self.datasets = {"val": pairs.subset(order[:ends["val"]].tolist()),
-                         "test": pairs.subset(order[ends["val"]:held_out].tolist()),
-                         "train": pairs.subset(order[held_out:].tolist())}
+        return {"val": pairs.subset(order[:ends["val"]].tolist()),
+                "test": pairs.subset(order[ends["val"]:held_out].tolist()),
+                "train": pairs.subset(order[held_out:].tolist())}
 
     def _loader(self, split: str, **kwargs) -> DataLoader:
         return DataLoader(self.datasets[split], batch_size=self.batch_size, num_workers=self.num_workers,
