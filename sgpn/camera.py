@@ -38,6 +38,12 @@ def focal_length(image_size: int) -> float:
     return FOCAL_224 * image_size / 224.0
 
 
+def pixel_span(image_size: int) -> float:
+    """How much of the face (model units) one pixel of an ``image_size`` crop spans, at the
+    camera's distance."""
+    return CAMERA_DISTANCE / focal_length(image_size)
+
+
 def project(camera_points: torch.Tensor, image_size: int = 224) -> torch.Tensor:
     """Project camera-space points ``(..., 3)`` to pixel coordinates ``(..., 2)``.
 

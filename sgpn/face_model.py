@@ -314,11 +314,8 @@ class FaceModel(nn.Module):
         def normal(*size, std=1.0):
             return torch.randn(*size, generator=generator, device=device) * std
 
-        parts = dict(
-            id=normal(batch_size, 80, std=scale),
-            exp=normal(batch_size, 64, std=0.7 * scale),
-            tex=normal(batch_size, 80, std=scale),
-        )
+        parts = {part: normal(batch_size, size, std=RANDOM_STD[part] * scale)
+                 for part, size in (("id", 80), ("exp", 64), ("tex", 80))}
         if pose:
             parts["angles"] = normal(batch_size, 3) * torch.tensor([0.12, 0.25, 0.08], device=device)
         if lighting:
@@ -327,6 +324,11 @@ class FaceModel(nn.Module):
             tint = normal(batch_size, 3, 9) * torch.tensor([0.03] + [0.01] * 8, device=device)
             parts["gamma"] = (white + tint).reshape(batch_size, 27)
         return coefficients.merge(**parts, batch_size=batch_size)
+
+
+#: The standard deviation :meth:`FaceModel.random_coefficients` draws each part's coefficients
+#: with (the bases carry the variances; expressions are kept milder than identities).
+RANDOM_STD = {"id": 1.0, "exp": 0.7, "tex": 1.0}
 
 
 def light_from(direction: str, strength: float) -> tuple[int, float]:

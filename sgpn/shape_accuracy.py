@@ -121,6 +121,20 @@ def predict(prior, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
 
 
 @torch.no_grad()
+def component_moves_px(face_model: FaceModel, image_size: int, count: int = 10) -> dict[str, torch.Tensor]:
+    """How far one standard deviation of each of the first ``count`` identity and expression
+    components moves the face: the RMS over vertices, in pixels of an ``image_size`` crop
+    (``{"id": (count,), "exp": (count,)}``). Set next to each component's R², it shows which
+    ones an image of that size can show."""
+    from sgpn import camera
+    from sgpn.face_model import RANDOM_STD
+    from sgpn.losses import vertex_gram
+
+    return {part: vertex_gram(basis[:, :count]).diag().sqrt() * RANDOM_STD[part] / camera.pixel_span(image_size)
+            for part, basis in (("id", face_model.id_basis), ("exp", face_model.exp_basis))}
+
+
+@torch.no_grad()
 def per_vertex_error(face_model: FaceModel, predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean over the faces of each vertex's distance to the truth (unposed), ``(N,)`` in model units."""
     meshes = [face_model.compute_shape(p.id, p.exp) for p in map(coefficients.split, (predicted, target))]

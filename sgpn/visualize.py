@@ -172,7 +172,7 @@ def pixel_size_mm(image_size: int) -> float:
     """How many millimetres one pixel of a ``image_size`` crop spans at the face's distance."""
     from sgpn import camera
 
-    return camera.CAMERA_DISTANCE / camera.focal_length(image_size) * MM_PER_UNIT
+    return camera.pixel_span(image_size) * MM_PER_UNIT
 
 
 def basis_sizes_chart(model: FaceModel, image_size: int = 64):
@@ -211,6 +211,27 @@ def prior_renders(prior, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     out = prior(images * 2 - 1)
     render = ((out.image + 1) / 2).clamp(0, 1)
     return render, torch.where(out.mask > 0.5, render, images)
+
+
+def component_r2_chart(moves_px: dict[str, torch.Tensor], r2: dict[str, dict[str, torch.Tensor]]):
+    """Each leading identity and expression component's R² (one colour per regressor, ``{label:
+    {"id": (n,), "exp": (n,)}}``) against how far one standard deviation of it moves the face
+    (``sgpn.shape_accuracy.component_moves_px``), numbered on the points."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for colour, (label, values) in enumerate(r2.items()):
+        for part, marker in (("id", "o"), ("exp", "s")):
+            x, y = moves_px[part], values[part]
+            ax.scatter(x, y, marker=marker, color=f"C{colour}", s=22,
+                       label=f"{label}, {'identity' if part == 'id' else 'expression'}")
+            for number, (xi, yi) in enumerate(zip(x.tolist(), y.tolist()), 1):
+                ax.annotate(str(number), (xi, yi), fontsize=6, xytext=(3, 2), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xlabel("RMS vertex move of one standard deviation (pixels)")
+    ax.set_ylabel("R² on the held-out faces")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
 
 
 def readout_chart(readouts: dict[str, dict[float, dict]], regressors: dict[str, tuple[float, float]]):
