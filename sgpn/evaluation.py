@@ -608,6 +608,51 @@ def affb_statistics(module, test_set: Mapping[str, torch.Tensor], batch_size: in
                           mean_l1(torch.ones_like(only_sunglasses)), mean_l1(only_sunglasses))
 
 
+#: Hand-set AFFB masks for :func:`mask_interventions`: each a function of the learned mask
+#: ``(B, C, r, r)`` and the occluder cells at its resolution ``(B, 1, r, r)`` (bool).
+MASK_INTERVENTIONS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "learned": lambda mask, occluder: mask,
+    "M = 1 on occluders": lambda mask, occluder: torch.where(occluder, 1.0, mask),
+    "M = 0 on occluders": lambda mask, occluder: torch.where(occluder, 0.0, mask),
+    "M = 0.5 everywhere": lambda mask, occluder: torch.full_like(mask, 0.5),
+    "M = 1 everywhere (F_lq only)": lambda mask, occluder: torch.ones_like(mask),
+    "M = 0 everywhere (F_3d only)": lambda mask, occluder: torch.zeros_like(mask),
+}
+
+
+@torch.no_grad()
+def mask_interventions(module, test_set: Mapping[str, torch.Tensor], batch_size: int = 64) -> dict[str, dict[str, float]]:
+    """What AFFB's masks do, found by setting them by hand (:data:`MASK_INTERVENTIONS`) in every
+    block: the mean L1 to the HQ face over occluder pixels (``occluder_l1``) and over the whole
+    image (``l1``), each setting on the same faces. A channel-mean mask near 0.5 can hide masks
+    that choose per channel; these numbers tell the two apart. Occluder cells as in
+    :func:`affb_statistics` (more than half covered)."""
+    from sgpn.generator import overridden_masks
+
+    if module.hparams.fusion != "affb":
+        raise ValueError(f"mask interventions need a model with AFFB; this one has fusion={module.hparams.fusion!r}")
+    cover_all = test_set["occluder_mask"].float()
+    if not cover_all.any():
+        raise ValueError("the test set has no occluder pixels: draw it with occluder_prob > 0")
+    results = {}
+    for name, setting in MASK_INTERVENTIONS.items():
+        occluder_error = image_error = 0.0
+        for start in range(0, len(test_set["lq"]), batch_size):
+            cover = cover_all[start:start + batch_size]
+
+            def override(mask, cover=cover):
+                return setting(mask, F.adaptive_avg_pool2d(cover, mask.shape[-1]) > 0.5)
+
+            with overridden_masks(module.generator, override):
+                output = module.restore(test_set["lq"][start:start + batch_size]).output
+            error = (output - test_set["hq"][start:start + batch_size]).abs()
+            occluder_error += (error * cover).sum().item()
+            image_error += error.sum().item()
+        results[name] = {"occluder_l1": occluder_error / (3 * cover_all.sum().item()),
+                         "l1": image_error / test_set["hq"].numel()}
+    return results
+
+
 # ----------------------------------------------------------------------------------------------
 # The command
 # ----------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ mapping takes 256 + 257 values) and ``"sum"`` (variant B: no AFFB, F = F_lq + F_
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass, field, replace
@@ -251,6 +252,8 @@ class AFFB(nn.Module):
 
     ``fusion="affb"``: F = M F_lq + (1 - M) F_3d, M = sigmoid(Conv1x1(cat(out, F_lq, F_3d)));
     ``"sum"``: F = F_lq + F_3d (no mask); ``"lq_only"``: F = F_lq (no mask, no F_3d).
+    ``mask_override``: a function of the learned mask that replaces it (:func:`overridden_masks`,
+    for measuring what the masks do); ``None`` in training and restoration.
     """
 
     def __init__(self, in_channels: int, out_channels: int, style_dim: int, upsample: bool,
@@ -265,6 +268,7 @@ class AFFB(nn.Module):
         self.activate = FusedLeakyReLU(2 * out_channels, inplace=True)
         if fusion == "affb":
             self.convs_mask = nn.Sequential(EqualConv2d(3 * out_channels, out_channels, 1))
+        self.mask_override = None
 
     def mask(self, out: torch.Tensor, f_lq: torch.Tensor, f_3d: torch.Tensor) -> torch.Tensor:
         """M = sigmoid(Conv1x1(cat(out, F_lq, F_3d))), as three 1x1 convolutions summed, so
@@ -283,7 +287,26 @@ class AFFB(nn.Module):
         if self.fusion == "lq_only":
             f_3d = None
         mask = self.mask(out, f_lq, f_3d) if self.fusion == "affb" else None
+        if mask is not None and self.mask_override is not None:
+            mask = self.mask_override(mask)
         return self.activate(self.noise(out, f_lq, f_3d, mask)), mask
+
+
+@contextlib.contextmanager
+def overridden_masks(generator: nn.Module, override):
+    """Within the block, every AFFB of ``generator`` uses ``override(mask)`` instead of its
+    learned mask ``(B, C, r, r)`` (an intervention: what does the output lose when M is set
+    by hand?). The learned masks come back on exit, also after an error."""
+    blocks = [m for m in generator.modules() if isinstance(m, AFFB) and m.fusion == "affb"]
+    if not blocks:
+        raise ValueError("the generator has no AFFB masks to override (fusion is not 'affb')")
+    for block in blocks:
+        block.mask_override = override
+    try:
+        yield
+    finally:
+        for block in blocks:
+            block.mask_override = None
 
 
 class ToRGB(nn.Module):

@@ -16,6 +16,7 @@ from sgpn.cli import main
 from sgpn.evaluation import (
     BOUND_METHODS,
     DEGRADATION_LEVELS,
+    MASK_INTERVENTIONS,
     Evaluation,
     Row,
     beats,
@@ -28,6 +29,7 @@ from sgpn.evaluation import (
     degraded_test_set,
     evaluate,
     folder_pair_test_set,
+    mask_interventions,
     nearest_input,
     parse_checkpoints,
     restoration_bounds,
@@ -238,6 +240,33 @@ def test_affb_statistics_compare_occluder_and_skin(blind):
     assert stats.occluder_l1["i3d"] > 0
     with pytest.raises(ValueError, match="need a model with AFFB"):
         affb_statistics(micro_module(fusion="sum"), blind)
+
+
+def test_mask_interventions_set_the_masks_by_hand_and_restore_them(blind):
+    """The learned setting is the plain restoration; M = 1 everywhere is what the masks give
+    where they take F_lq; on occluder pixels, setting M there equals setting it everywhere;
+    the learned masks come back afterwards, also after an error inside the block."""
+    from sgpn.generator import overridden_masks
+
+    module = micro_module()
+    results = mask_interventions(module, blind, batch_size=4)
+    assert set(results) == set(MASK_INTERVENTIONS)
+    restored = module.restore(blind["lq"])
+    assert results["learned"]["l1"] == pytest.approx((restored.output - blind["hq"]).abs().mean().item(), rel=1e-5)
+    assert results["M = 0.5 everywhere"]["l1"] != pytest.approx(results["learned"]["l1"], rel=1e-6)
+    with overridden_masks(module.generator, torch.ones_like):
+        forced = module.restore(blind["lq"])
+    assert all(torch.all(m == 1) for m in forced.masks.values())
+    covered = blind["occluder_mask"].expand_as(blind["hq"]) > 0.5
+    assert results["M = 1 everywhere (F_lq only)"]["occluder_l1"] == pytest.approx(
+        (forced.output - blind["hq"]).abs()[covered].mean().item(), rel=1e-4)
+    with pytest.raises(RuntimeError, match="inside"), overridden_masks(module.generator, torch.zeros_like):
+        raise RuntimeError("inside")
+    torch.testing.assert_close(module.restore(blind["lq"]).output, restored.output)
+    with pytest.raises(ValueError, match="need a model with AFFB"):
+        mask_interventions(micro_module(fusion="sum"), blind)
+    with pytest.raises(ValueError, match="no AFFB masks"), overridden_masks(micro_module(fusion="sum").generator, torch.ones_like):
+        pass
 
 
 def test_checkpoint_method_returns_output_and_prior_coefficients(blind):
