@@ -341,6 +341,8 @@ class SGPNModule(L.LightningModule):
     first step, which a run of minutes needs.
     ``lr_decay="cosine"`` anneals both learning rates to 0 over the run (its epochs, or
     ``max_steps``); the paper keeps them constant (``None``).
+    ``mask_lr_scale`` multiplies the learning rate of AFFB's mask convolutions: a lever for
+    runs too short for the masks to move from their random start (1: the paper's single rate).
     """
 
     def __init__(self, generator: str | dict = "tiny", fusion: str = "affb",
@@ -352,8 +354,10 @@ class SGPNModule(L.LightningModule):
                  lambda_adv: float = 1.0, lambda_lm: float = 100.0, lambda_mesh: float = 100.0,
                  perceptual: str = "auto", lambda_l1: float = 1.0, lambda_perceptual: float = 1.0,
                  r1_gamma: float = 10.0, r1_every: int = 16, feature_scale_init: float = 0.0,
-                 lr_decay: str | None = None):
+                 lr_decay: str | None = None, mask_lr_scale: float = 1.0):
         super().__init__()
+        if mask_lr_scale <= 0:
+            raise ValueError(f"mask_lr_scale must be positive, got {mask_lr_scale}")
         if lr_decay not in (None, "cosine"):
             raise ValueError(f"lr_decay must be None or 'cosine', got {lr_decay!r}")
         if mesh_losses and teacher_ckpt is None:
@@ -420,7 +424,14 @@ class SGPNModule(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        groups = [{"params": list(self.generator.parameters()), "lr": hp.lr}]
+        # the mask convolutions get their own group only when their rate differs (so runs
+        # with one rate keep the optimiser layout their checkpoints were saved with)
+        masks = [p for name, p in self.generator.named_parameters()
+                 if ".convs_mask." in name and hp.mask_lr_scale != 1]
+        chosen = set(map(id, masks))
+        groups = [{"params": [p for p in self.generator.parameters() if id(p) not in chosen], "lr": hp.lr}]
+        if masks:
+            groups.append({"params": masks, "lr": hp.lr * hp.mask_lr_scale})
         if hp.train_shape_prior:
             groups.append({"params": list(self.shape_prior.regressor.parameters()), "lr": hp.shape_prior_lr})
         betas = tuple(hp.betas)

@@ -58,6 +58,21 @@ def test_mesh_loss_is_the_mean_over_all_vertices(face_model):
     assert loss.shape(a, b) > 0 and colour > 0 and loss(a, fa.colors, a, fa.colors) == 0
 
 
+def test_mask_convolutions_can_learn_faster():
+    """mask_lr_scale gives exactly AFFB's mask convolutions their own rate; at 1 the generator
+    keeps one group, as checkpoints saved before the option expect."""
+    scaled = SGPNModule(generator="tiny", mesh_losses=False, lr=1e-3, mask_lr_scale=10)
+    generator_group, mask_group = scaled.configure_optimizers()[0].param_groups[:2]
+    masks = {id(p) for name, p in scaled.generator.named_parameters() if ".convs_mask." in name}
+    assert masks and {id(p) for p in mask_group["params"]} == masks and mask_group["lr"] == pytest.approx(1e-2)
+    assert len(generator_group["params"]) + len(masks) == len(list(scaled.generator.parameters()))
+    plain = SGPNModule(generator="tiny", mesh_losses=False, lr=1e-3)
+    groups = plain.configure_optimizers()[0].param_groups
+    assert len(groups[0]["params"]) == len(list(plain.generator.parameters())) and groups[0]["lr"] == 1e-3
+    with pytest.raises(ValueError, match="mask_lr_scale must be positive"):
+        SGPNModule(generator="tiny", mesh_losses=False, mask_lr_scale=0)
+
+
 def test_small_regressor_and_its_frame():
     regressor = CoefficientRegressor(backbone="resnet18_2stages", input_size=64).eval()
     with torch.no_grad():
