@@ -226,6 +226,8 @@ def component_r2_chart(moves_px: dict[str, torch.Tensor], r2: dict[str, dict[str
             for number, (xi, yi) in enumerate(zip(x.tolist(), y.tolist()), 1):
                 ax.annotate(str(number), (xi, yi), fontsize=6, xytext=(3, 2), textcoords="offset points")
     ax.set_xscale("log")
+    ax.set_xticks([0.05, 0.1, 0.2, 0.5, 1.0], ["0.05", "0.1", "0.2", "0.5", "1"])
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xlabel("RMS vertex move of one standard deviation (pixels)")
     ax.set_ylabel("R² on the held-out faces")
