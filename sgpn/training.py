@@ -341,8 +341,10 @@ class SGPNModule(L.LightningModule):
     first step, which a run of minutes needs.
     ``lr_decay="cosine"`` anneals both learning rates to 0 over the run (its epochs, or
     ``max_steps``); the paper keeps them constant (``None``).
-    ``mask_lr_scale`` multiplies the learning rate of AFFB's mask convolutions: a lever for
-    runs too short for the masks to move from their random start (1: the paper's single rate).
+    ``mask_lr_scale`` multiplies the learning rate of AFFB's mask convolutions (1: the paper's
+    single rate). On the tiny config for 500 iterations, 10 moved the channel-mean masks further
+    apart on face and background (0.60 and 0.65 at 64 px, against 0.53 and 0.58) but not on
+    occluders and skin (ratio 1.00 with either).
     """
 
     def __init__(self, generator: str | dict = "tiny", fusion: str = "affb",
