@@ -9,9 +9,11 @@ transformer detail stage, plus the plain U-Net baseline they are measured agains
   Built on ``diffusers``: ``UNet2DModel``, ``DDPMScheduler`` to train, ``DDIMScheduler`` (same
   betas) to sample in a few steps on the CPU. It restores the face's contours and colours.
 * **HFDG** (:class:`sgpn.hfdg.HFDG`): lifts FMAR's face to full size, guided by the
-  full-resolution retouched face. It is trained on the raw face brought down to FMAR's size and
-  back up, lightly perturbed (:func:`coarse_stand_in`): what a good FMAR gives, without
-  sampling the diffusion model for every training face.
+  full-resolution retouched face. It is trained on FMAR's own samples of the training faces,
+  drawn once (:func:`fmar_samples`, ``RetouchDataModule(coarse_from=...)``), or, without them,
+  on the raw face brought down to FMAR's size and back up, lightly perturbed
+  (:func:`coarse_stand_in`). Trained on the stand-in it trusts its coarse input, which FMAR's
+  samples do not deserve (``configs/frr/hfdg.yaml`` gives the measurement).
 * **Baseline** (:class:`UNetBaseline`): a plain U-Net (the same ``UNet2DModel`` family, at full
   size, at time step 0) from the retouched face to the raw one, trained with L1.
 
