@@ -78,8 +78,8 @@ def export_checkpoint(source: str | os.PathLike, target: str | os.PathLike, comp
     ``compact`` (SGPN checkpoints): also leave out the discriminator and the frozen teacher and
     store the weights as float16, about a quarter of the size; :func:`load_sgpn` loads it (the
     teacher comes back from the checkpoint named by ``teacher_ckpt``). The kit commits its tiny
-    models this way, and its retouching-reversal stages (float16 only; ``load_from_checkpoint``
-    copies the values into the float32 network).
+    models this way, and its teacher, LQ regressor and retouching-reversal stages (float16 only;
+    loading copies the values into the float32 networks).
     """
     keep = ("state_dict", "hyper_parameters", "hparams_name", "epoch", "global_step",
             "pytorch-lightning_version", TRAINING_MINUTES)
@@ -97,13 +97,13 @@ def export_checkpoint(source: str | os.PathLike, target: str | os.PathLike, comp
     if compact:
         from sgpn.frr import FRRModule
 
-        state = data["state_dict"]
+        state = small["state_dict"]
         if any(k.startswith("generator.") for k in state):
             drops = COMPACT_DROPS
-        elif data["hyper_parameters"].get("stage") in FRRModule.STAGES:
-            drops = ()  # a retouching-reversal stage holds nothing but its network
+        elif data["hyper_parameters"].get("stage") in FRRModule.STAGES or any(k.startswith("prior.") for k in state):
+            drops = ()  # a retouching-reversal stage or a teacher holds nothing but its network
         else:
-            raise ValueError(f"{source}: only SGPN and retouching-reversal checkpoints have a compact form")
+            raise ValueError(f"{source}: only SGPN, teacher and retouching-reversal checkpoints have a compact form")
         small["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in state.items()
                                if not k.startswith(drops)}
         small["sgpn_compact"] = {"dropped": list(drops), "dtype": "float16"}

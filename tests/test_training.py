@@ -342,6 +342,7 @@ def test_kit_checkpoints_load_and_restore():
     assert set(sizes) == {"teacher_tiny.ckpt", "regressor_lq_tiny.ckpt", *VARIANTS.values(), *FRR_CHECKPOINTS.values()}
     assert sum(sizes[name] for name in FRR_CHECKPOINTS.values()) <= 8 * 2**20  # compact float16 stages
     assert sizes["teacher_tiny.ckpt"] + sizes["regressor_lq_tiny.ckpt"] + sizes["sgpn_tiny.ckpt"] <= 20 * 2**20
+    assert sum(size for name, size in sizes.items() if name not in FRR_CHECKPOINTS.values()) <= 25 * 2**20
     teacher = TeacherModule.load_from_checkpoint(KIT / "teacher_tiny.ckpt", weights_only=True).eval()
     module = load_sgpn(KIT / "sgpn_tiny.ckpt")
     variants = {name: load_kit(name).hparams for name in VARIANTS}
