@@ -248,7 +248,7 @@ class FRRModule(L.LightningModule):
 
 
 @torch.no_grad()
-def fmar_samples(fmar: "FRRModule", pairs, seed: int = 0, batch_size: int = 64, progress: bool = True) -> Tensor:
+def fmar_samples(fmar: FRRModule, pairs, seed: int = 0, batch_size: int = 64, progress: bool = True) -> Tensor:
     """FMAR's sample of every pair's retouched face, ``(N, 3, s, s)`` in [0, 1] at FMAR's size,
     in the order of ``pairs`` (a dataset of pairs). One seeded DDIM draw per face, as
     :meth:`FRRffusion.reverse` makes at inference: what HFDG then trains on (the raw face brought
