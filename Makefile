@@ -51,9 +51,9 @@ checkpoints: shape-prior
 ## make shape-prior: the teacher and the LQ regressor alone (sgpn bench shape measures them)
 shape-prior: venv
 	$(BIN)/sgpn fit --config configs/teacher_tiny.yaml
-	$(BIN)/sgpn export runs/teacher_tiny/checkpoints/last.ckpt kit_checkpoints/teacher_tiny.ckpt
+	$(BIN)/sgpn export --compact runs/teacher_tiny/checkpoints/last.ckpt kit_checkpoints/teacher_tiny.ckpt
 	$(BIN)/sgpn fit --config configs/finetune_lq_tiny.yaml
-	$(BIN)/sgpn export runs/finetune_lq_tiny/checkpoints/last.ckpt kit_checkpoints/regressor_lq_tiny.ckpt
+	$(BIN)/sgpn export --compact runs/finetune_lq_tiny/checkpoints/last.ckpt kit_checkpoints/regressor_lq_tiny.ckpt
 
 ## make ablation: train variants A, B, C like the tiny SGPN (same seed and budget), then evaluate
 ABLATION := a_no_f3d b_no_affb c_no_mesh_losses

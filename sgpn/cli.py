@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("source", help="checkpoint written by sgpn fit")
     export.add_argument("target", help="where to write the small copy")
     export.add_argument("--compact", action="store_true",
-                        help="SGPN: leave out the discriminator and teacher, store float16")
+                        help="store float16 (SGPN: also leave out the discriminator and teacher)")
     export.set_defaults(func=_export)
     return parser
 
