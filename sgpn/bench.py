@@ -159,7 +159,8 @@ def bench_train(config: str = "configs/tiny.yaml", out: str | None = None) -> di
 ROW_METRICS = {"fid": 2, "kid": 4, "nme": 4, "ssim_face": 4, "psnr": 2}
 #: ``bench ablation``'s row keys for the evaluation's method names.
 ROW_KEYS = {"LQ input": "lq", "LQ input (nearest)": "lq", "bicubic": "bicubic", "full SGPN": "full",
-            "A: no F_3d": "A", "B: no AFFB": "B", "C: no mesh losses": "C"}
+            "A: no F_3d": "A", "B: no AFFB": "B", "C: no mesh losses": "C",
+            "SGPN for inpainting": "full_inpaint"}
 
 
 def row_scores(results: dict) -> dict:
@@ -191,7 +192,8 @@ def bench_ablation(num_images: int = 512, task_images: int = 200) -> dict:
     (:func:`sgpn.evaluation.ablation_evaluation`): the LQ input, the full model and variants A
     (no F_3d), B (no AFFB) and C (no mesh losses) at the blind degradation on ``num_images``
     held-out faces, then the same models (and bicubic) on SR x4/x8/x16 and inpainting on the
-    first ``task_images`` of them. HQ Inception features are cached between runs."""
+    first ``task_images`` of them, with the full model trained for inpainting (``full_inpaint``)
+    in the inpainting rows. HQ Inception features are cached between runs."""
     from sgpn.evaluation import ablation_evaluation
 
     evaluation = ablation_evaluation(num_images, task_images, lpips=False)

@@ -92,11 +92,11 @@ def test_nearest_input_holds_the_low_resolution_pixels(faces):
 def test_evaluate_rows_tables_and_files(tmp_path, faces, blind):
     module = micro_module()
     sets = {"blind": blind, "sr4": degraded_test_set(faces, "sr4")}
-    evaluation = evaluate({"micro": module}, sets, teacher=module.teacher, lpips=False, fid=False,
-                          batch_size=4, progress=False)
+    evaluation = evaluate({"micro": module, "micro for SR": module}, sets, teacher=module.teacher, lpips=False,
+                          fid=False, batch_size=4, progress=False, only_on={"micro for SR": "sr4"})
     assert [(r.task, r.method) for r in evaluation.rows] == [
         ("blind", "LQ input"), ("blind", "micro"),
-        ("sr4", "LQ input (nearest)"), ("sr4", "bicubic"), ("sr4", "micro")]
+        ("sr4", "LQ input (nearest)"), ("sr4", "bicubic"), ("sr4", "micro"), ("sr4", "micro for SR")]
     # the LQ row is the plain metric of the input; the checkpoint row has a vertex error
     suite = MetricSuite(lpips=False, fid=False)
     suite.update(blind["lq"], blind["hq"])
@@ -108,7 +108,7 @@ def test_evaluate_rows_tables_and_files(tmp_path, faces, blind):
     text = markdown.read_text()
     assert text.startswith("Caption line") and "| SR ×4 | bicubic |" in text and "PSNR ↑" in text
     rows = list(csv.DictReader(table.open()))
-    assert len(rows) == 5 and rows[0]["vertex_error"] == "" and float(rows[1]["vertex_error"]) > 0
+    assert len(rows) == 6 and rows[0]["vertex_error"] == "" and float(rows[1]["vertex_error"]) > 0
     assert float(rows[1]["nme_spread"]) > 0 and float(rows[1]["ssim_face"]) > 0
     again = read_evaluation(table)
     assert [(r.task, r.method, r.num_images) for r in again.rows] == [
@@ -148,6 +148,21 @@ def test_claims_hold_fail_or_fall_within_noise():
     assert "0.0790 ± 0.0020" in str(reaches(table, "blind", "full SGPN", "LQ input", "nme", factor=0.8))
     with pytest.raises(ValueError, match="hole_l1"):
         reaches(table, "blind", "full SGPN", "LQ input", "hole_l1")
+
+
+def test_the_inpainting_claim_is_stated_for_the_model_trained_for_it():
+    cells = {("blind", "LQ input"): {"fid": (300.0, None), "kid": (0.30, 0.02), "nme": (0.100, 0.002),
+                                     "psnr": (22.3, 0.1), "ssim_face": (0.560, 0.003)},
+             ("blind", "full SGPN"): {"fid": (100.0, None), "kid": (0.06, 0.004), "nme": (0.079, 0.002),
+                                      "psnr": (22.25, 0.1), "ssim_face": (0.585, 0.003)},
+             ("inpaint", "LQ input"): {"hole_l1": (0.35, 0.01)},
+             ("inpaint", "full SGPN"): {"hole_l1": (0.32, 0.01)}}
+    claim = restoration_claims(table_of(cells))[-1]
+    assert claim.statement == "full SGPN: hole L1 ≤ 0.5 × LQ input's (inpainting)" and claim.verdict == "fails"
+    cells[("inpaint", "SGPN for inpainting")] = {"hole_l1": (0.15, 0.01)}
+    claim = restoration_claims(table_of(cells))[-1]
+    assert claim.statement == "SGPN for inpainting: hole L1 ≤ 0.5 × LQ input's (inpainting)"
+    assert claim.verdict == "holds"
 
 
 def test_unavailable_metrics_are_named_not_numbered(blind, monkeypatch, tmp_path):

@@ -335,19 +335,21 @@ def test_test_subcommand_reports_scores(tmp_path, micro_teacher, micro_run, caps
 def test_kit_checkpoints_load_and_restore():
     from sgpn.data import FaceDataModule
 
-    from sgpn.evaluation import VARIANTS, load_kit
+    from sgpn.evaluation import TASK_MODELS, VARIANTS, load_kit
     from sgpn.frr_evaluation import FRR_CHECKPOINTS
 
     sizes = {p.name: p.stat().st_size for p in KIT.glob("*.ckpt")}
-    assert set(sizes) == {"teacher_tiny.ckpt", "regressor_lq_tiny.ckpt", *VARIANTS.values(), *FRR_CHECKPOINTS.values()}
+    task_files = [file for _, file in TASK_MODELS.values()]
+    assert set(sizes) == {"teacher_tiny.ckpt", "regressor_lq_tiny.ckpt", *VARIANTS.values(), *task_files,
+                          *FRR_CHECKPOINTS.values()}
     assert sum(sizes[name] for name in FRR_CHECKPOINTS.values()) <= 8 * 2**20  # compact float16 stages
     assert sizes["teacher_tiny.ckpt"] + sizes["regressor_lq_tiny.ckpt"] + sizes["sgpn_tiny.ckpt"] <= 20 * 2**20
     assert sum(size for name, size in sizes.items() if name not in FRR_CHECKPOINTS.values()) <= 25 * 2**20
     teacher = TeacherModule.load_from_checkpoint(KIT / "teacher_tiny.ckpt", weights_only=True).eval()
     module = load_sgpn(KIT / "sgpn_tiny.ckpt")
-    variants = {name: load_kit(name).hparams for name in VARIANTS}
+    variants = {name: load_kit(name).hparams for name in [*VARIANTS, *TASK_MODELS]}
     assert [(h.fusion, h.mesh_losses) for h in variants.values()] == [
-        ("affb", True), ("lq_only", True), ("sum", True), ("affb", False)]
+        ("affb", True), ("lq_only", True), ("sum", True), ("affb", False), ("affb", True)]
     assert module.size == 64
     data = FaceDataModule(size=64, batch_size=4, train_length=0, val_length=4, test_length=4,
                           degradation_kwargs={"reference_size": 512})
