@@ -149,11 +149,11 @@ def restoration(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
 
 def inpainting(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
     """Masked input, the blind-restoration model's output, the inpainting model's output, GT."""
-    test_set = _test_set(num_images, "inpaint")
-    lq = test_set["lq"][list(SHOWN[:4])]
+    test_set, shown = _test_set(num_images, "inpaint"), list(SHOWN[:4])
+    lq = test_set["lq"][shown]
     rows = {"masked input": lq, "trained for blind restoration": _model().restore(lq).output,
             "trained for inpainting": _model("SGPN for inpainting").restore(lq).output,
-            "GT": test_set["hq"][list(SHOWN[:4])]}
+            "GT": test_set["hq"][shown]}
     return [_save(show_rows(rows, size=1.4), out_dir / "inpainting.png")]
 
 
