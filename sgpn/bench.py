@@ -187,15 +187,16 @@ def evaluate_checkpoint(checkpoint, data: dict, num_images: int = 512) -> dict:
                                      for metric in (*ROW_METRICS, "kid_std") for key in ("lq", "out")}}
 
 
-def bench_ablation(num_images: int = 512, task_images: int = 200) -> dict:
+def bench_ablation(num_images: int | None = None, task_images: int | None = None) -> dict:
     """The paper's ablation on the committed kit checkpoints
     (:func:`sgpn.evaluation.ablation_evaluation`): the LQ input, the full model and variants A
     (no F_3d), B (no AFFB) and C (no mesh losses) at the blind degradation on ``num_images``
     held-out faces, then the same models (and bicubic) on SR x4/x8/x16 and inpainting on the
     first ``task_images`` of them, with the full model trained for inpainting (``full_inpaint``)
     in the inpainting rows. HQ Inception features are cached between runs."""
-    from sgpn.evaluation import ablation_evaluation
+    from sgpn.evaluation import ABLATION_IMAGES, TASK_IMAGES, ablation_evaluation
 
+    num_images, task_images = num_images or ABLATION_IMAGES, task_images or TASK_IMAGES
     evaluation = ablation_evaluation(num_images, task_images, lpips=False)
     tasks: dict[str, dict] = {}
     for row in evaluation.rows:

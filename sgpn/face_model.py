@@ -283,6 +283,11 @@ class FaceModel(nn.Module):
         irradiance = cls.sh_basis(normals) @ gamma.transpose(1, 2)  # (B, N, 3)
         return albedo * irradiance
 
+    @staticmethod
+    def posed(points: torch.Tensor, rotation: torch.Tensor, trans: torch.Tensor) -> torch.Tensor:
+        """Model-space ``(B, K, 3)`` points rotated, translated and moved into camera space."""
+        return camera.to_camera(points @ rotation + trans[:, None, :])
+
     def forward(self, coeffs: torch.Tensor, image_size: int = 224) -> FaceOutput:
         """Build the posed, lit face for ``B x 257`` coefficients (rendered at ``image_size``)."""
         parts = coefficients.split(coeffs)
@@ -290,7 +295,7 @@ class FaceModel(nn.Module):
         albedo = self.compute_albedo(parts.tex)
         rotation = self.rotation_matrix(parts.angles)
         normals = self.compute_normals(shape) @ rotation
-        vertices = camera.to_camera(shape @ rotation + parts.trans[:, None, :])
+        vertices = self.posed(shape, rotation, parts.trans)
         colors = self.shade(albedo, normals, parts.gamma)
         landmarks_3d = vertices[:, self.landmark_index]
         return FaceOutput(
@@ -302,6 +307,22 @@ class FaceModel(nn.Module):
             landmarks_3d=landmarks_3d,
             landmarks_2d=camera.project(landmarks_3d, image_size),
         )
+
+    def posed_vertices(self, coeffs: torch.Tensor) -> torch.Tensor:
+        """``forward(coeffs).vertices`` without the normals, albedo and shading it also builds."""
+        parts = coefficients.split(coeffs)
+        shape = self.compute_shape(parts.id, parts.exp)
+        return self.posed(shape, self.rotation_matrix(parts.angles), parts.trans)
+
+    def landmarks_2d(self, coeffs: torch.Tensor, image_size: int = 224) -> torch.Tensor:
+        """``forward(coeffs, image_size).landmarks_2d`` from the 68 landmark vertices alone:
+        landmark metrics read thousands of faces and need none of the rest of the mesh."""
+        parts = coefficients.split(coeffs)
+        rows = (self.landmark_index[:, None] * 3 + torch.arange(3, device=coeffs.device)).reshape(-1)
+        offsets = parts.id @ self.id_basis[rows].T + parts.exp @ self.exp_basis[rows].T
+        shape = (offsets + self.mean_shape[rows]).reshape(coeffs.shape[0], -1, 3)
+        landmarks_3d = self.posed(shape, self.rotation_matrix(parts.angles), parts.trans)
+        return camera.project(landmarks_3d, image_size)
 
     def random_coefficients(
         self, batch_size: int = 1, scale: float = 1.0, generator: torch.Generator | None = None,

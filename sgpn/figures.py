@@ -210,7 +210,7 @@ def shape_from_lq_figure(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Pa
 def ablation(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
     """The evaluation table over every task for the full model and variants A, B, C (the rows
     of ``sgpn bench ablation``: twice ``num_images`` faces for blind restoration, 512 by
-    default, and 200 of them for the other tasks), and a chart of the blind-restoration rows."""
+    default, and 128 of them for the other tasks), and a chart of the blind-restoration rows."""
     blind, others = 2 * num_images, num_images * TASK_IMAGES // NUM_IMAGES
     evaluation = ablation_evaluation(blind, others)
     evaluation.notes.append("The full model and variants A, B, C are the kit's tiny 64 px SGPN trained "

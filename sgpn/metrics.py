@@ -321,7 +321,7 @@ def teacher_landmarks(teacher: nn.Module, images: torch.Tensor) -> torch.Tensor:
     teacher.eval()
     try:
         coeffs = teacher.regressor(teacher.to_regressor_frame(images * 2 - 1))
-        return teacher.face_model(coeffs, teacher.frame_size).landmarks_2d
+        return teacher.face_model.landmarks_2d(coeffs, teacher.frame_size)
     finally:
         teacher.train(was_training)
 
@@ -352,7 +352,7 @@ def vertex_error(face_model: FaceModel, predicted: torch.Tensor, target: torch.T
         raise ValueError(f"predicted {tuple(predicted.shape)} and target {tuple(target.shape)} "
                          f"coefficients differ in shape")
     if posed:
-        mesh, reference = face_model(predicted).vertices, face_model(target).vertices
+        mesh, reference = face_model.posed_vertices(predicted), face_model.posed_vertices(target)
     else:
         mesh, reference = (face_model.compute_shape(p.id, p.exp)
                            for p in map(coefficients.split, (predicted, target)))

@@ -97,7 +97,7 @@ def per_face_errors(prior, predicted: torch.Tensor, test_set: Mapping[str, torch
     """Vertex error and landmark NME of each face ``(B,)`` for coefficients ``predicted`` on
     ``test_set`` (``coeffs``, ``landmarks`` and ``hq`` for the crop size); ``prior`` gives the
     face model and the regressor's frame."""
-    landmarks = prior.face_model(predicted, prior.frame_size).landmarks_2d
+    landmarks = prior.face_model.landmarks_2d(predicted, prior.frame_size)
     true_landmarks = prior.points_to_frame(test_set["landmarks"], test_set["hq"].shape[-1])
     return {"vertex_error": vertex_error(prior.face_model, predicted, test_set["coeffs"]),
             "nme": landmark_nme(landmarks, true_landmarks)}

@@ -101,6 +101,15 @@ def test_landmarks_are_projected_keypoints(model):
     torch.testing.assert_close(face.landmarks_2d, camera.project(face.landmarks_3d, 512))
 
 
+def test_geometry_only_paths_match_the_full_face(open_model):
+    coeffs = open_model.random_coefficients(3, generator=torch.Generator().manual_seed(1))
+    face = open_model(coeffs, image_size=64)
+    torch.testing.assert_close(open_model.landmarks_2d(coeffs, 64), face.landmarks_2d, atol=1e-4, rtol=0)
+    torch.testing.assert_close(open_model.posed_vertices(coeffs), face.vertices)
+    with pytest.raises(ValueError, match="257"):
+        open_model.landmarks_2d(torch.zeros(2, 256))
+
+
 def test_camera_centre_and_scaling():
     point = torch.tensor([[0.0, 0.0, 10.0], [1.0, 1.0, 10.0]])
     at224 = camera.project(point, 224)
