@@ -33,7 +33,7 @@ test: venv
 app: venv
 	$(BIN)/sgpn app
 
-## make bench: print the benchmark JSON lines (ablation: about 27 minutes on 2 cores)
+## make bench: print the benchmark JSON lines (ablation: about 18 minutes on 2 cores)
 bench: venv
 	$(BIN)/sgpn bench raster explorer shape ablation affb frr
 

@@ -172,8 +172,9 @@ def affb_masks(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
             titles.append(f"M {res} px")
     fig = show_images(images, titles=titles, ncols=2 + len(stats.mean_masks), size=1.6, cmap="viridis")
     ratios = ", ".join(f"{r} px: {v:.2f}" for r, v in stats.ratio.items())
-    fig.suptitle(f"AFFB masks (mean over channels and both blocks; 1 = F_lq). Occluder/skin ratio of "
-                 f"the mean mask over {stats.num_images} faces: {ratios}", fontsize=8)
+    fig.suptitle(f"AFFB masks M (mean over channels and both blocks; 1 = F_lq), each panel stretched over "
+                 f"its own range (purple: lowest, yellow: highest)\nOccluder/skin ratio of the mean mask "
+                 f"over {stats.num_images} faces: {ratios}", fontsize=8)
     fig.tight_layout()
     paths = [_save(fig, out_dir / "affb_masks.png")]
     path = out_dir / "affb_ratios.json"
