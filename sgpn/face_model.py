@@ -225,10 +225,16 @@ class FaceModel(nn.Module):
 
     # -- the pieces, each usable on its own (the notebooks show them one by one) -------------
 
-    def compute_shape(self, id_coeffs: torch.Tensor, exp_coeffs: torch.Tensor) -> torch.Tensor:
-        """Unposed shape ``(B, N, 3)`` from identity and expression coefficients."""
-        offsets = id_coeffs @ self.id_basis.T + exp_coeffs @ self.exp_basis.T
-        return (offsets + self.mean_shape).reshape(id_coeffs.shape[0], -1, 3)
+    def compute_shape(self, id_coeffs: torch.Tensor, exp_coeffs: torch.Tensor,
+                      vertices: torch.Tensor | None = None) -> torch.Tensor:
+        """Unposed shape ``(B, N, 3)`` from identity and expression coefficients; with
+        ``vertices`` (indices), only those ``(B, K, 3)``, from their rows of the bases alone."""
+        id_basis, exp_basis, mean_shape = self.id_basis, self.exp_basis, self.mean_shape
+        if vertices is not None:
+            rows = (vertices[:, None] * 3 + torch.arange(3, device=vertices.device)).reshape(-1)
+            id_basis, exp_basis, mean_shape = id_basis[rows], exp_basis[rows], mean_shape[rows]
+        offsets = id_coeffs @ id_basis.T + exp_coeffs @ exp_basis.T
+        return (offsets + mean_shape).reshape(id_coeffs.shape[0], -1, 3)
 
     def compute_albedo(self, tex_coeffs: torch.Tensor) -> torch.Tensor:
         """Albedo ``(B, N, 3)`` in 0..1 (not clipped: the basis may overshoot slightly)."""
@@ -318,9 +324,7 @@ class FaceModel(nn.Module):
         """``forward(coeffs, image_size).landmarks_2d`` from the 68 landmark vertices alone:
         landmark metrics read thousands of faces and need none of the rest of the mesh."""
         parts = coefficients.split(coeffs)
-        rows = (self.landmark_index[:, None] * 3 + torch.arange(3, device=coeffs.device)).reshape(-1)
-        offsets = parts.id @ self.id_basis[rows].T + parts.exp @ self.exp_basis[rows].T
-        shape = (offsets + self.mean_shape[rows]).reshape(coeffs.shape[0], -1, 3)
+        shape = self.compute_shape(parts.id, parts.exp, self.landmark_index)
         landmarks_3d = self.posed(shape, self.rotation_matrix(parts.angles), parts.trans)
         return camera.project(landmarks_3d, image_size)
 
