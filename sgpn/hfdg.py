@@ -5,8 +5,13 @@ Super-Resolution Transformer"), which FRRffusion's second stage uses.
 It lifts the coarse stage's low-resolution face to full resolution, guided by the
 full-resolution retouched face (retouching leaves hair, background and pose alone, so their
 details are there to take). Input: the coarse face upsampled to full size and the retouched
-face, folded into channels at the low resolution; output: the upsampled coarse face plus a
-predicted residual, unfolded by a pixel shuffle (HAT's upsampler).
+face, folded into channels at the low resolution; output: the upsampled coarse face, plus the
+retouched face's own details above the coarse resolution, plus a predicted residual unfolded
+by a pixel shuffle (HAT's upsampler). The details are added as they are because the retouch
+leaves most of them alone: the raw face brought down to 32 px and back reaches 27.7 dB against
+the raw face, and 33.5 dB with the retouched face's details added, no network involved (256
+held-out pairs), while a detail stage that had to learn that transfer reached 31.3 dB in its
+30 CPU minutes.
 
 HAT's parts, written here at kit scale (no library ships them; HAT's own code is a training
 framework, not a layer library):
@@ -189,8 +194,9 @@ class AttentionGroup(nn.Module):
 
 
 class HFDG(nn.Module):
-    """The detail generator: ``(coarse_up, retouched)`` at full size in [-1, 1] ->
-    ``coarse_up + residual``.
+    """The detail generator: ``(coarse_up, retouched, retouched_up)`` at full size in [-1, 1]
+    -> ``coarse_up + (retouched - retouched_up) + residual``, where ``retouched_up`` is the
+    retouched face brought down to the coarse stage's size and back up, as ``coarse_up`` was.
 
     As in HAT, the attention groups work at the low resolution and a pixel shuffle brings
     their result up: both images are folded ``scale`` x ``scale`` into channels (pixel
@@ -209,13 +215,13 @@ class HFDG(nn.Module):
         self.norm = nn.LayerNorm(channels)
         self.body_conv = nn.Conv2d(channels, channels, 3, padding=1)
         self.tail = nn.Sequential(nn.Conv2d(channels, 3 * scale * scale, 3, padding=1), nn.PixelShuffle(scale))
-        nn.init.zeros_(self.tail[0].weight)  # starts as the plain upsampling
+        nn.init.zeros_(self.tail[0].weight)  # starts as the coarse face plus the retouched details
         nn.init.zeros_(self.tail[0].bias)
 
-    def forward(self, coarse_up: Tensor, retouched: Tensor) -> Tensor:
-        if coarse_up.shape != retouched.shape or coarse_up.dim() != 4 or coarse_up.shape[1] != 3:
-            raise ValueError(f"HFDG takes two (B, 3, H, W) images of one size, got {tuple(coarse_up.shape)} "
-                             f"and {tuple(retouched.shape)}")
+    def forward(self, coarse_up: Tensor, retouched: Tensor, retouched_up: Tensor) -> Tensor:
+        if coarse_up.dim() != 4 or coarse_up.shape[1] != 3 or not coarse_up.shape == retouched.shape == retouched_up.shape:
+            raise ValueError(f"HFDG takes three (B, 3, H, W) images of one size, got {tuple(coarse_up.shape)}, "
+                             f"{tuple(retouched.shape)} and {tuple(retouched_up.shape)}")
         unit = self.scale * self.window
         if coarse_up.shape[-1] % unit or coarse_up.shape[-2] % unit:
             raise ValueError(f"image sides must be multiples of the window ({self.window}) times the scale "
@@ -225,4 +231,4 @@ class HFDG(nn.Module):
         for group in self.groups:
             x = group(x)
         x = self.norm(x).permute(0, 3, 1, 2)
-        return coarse_up + self.tail(features + self.body_conv(x))
+        return coarse_up + (retouched - retouched_up) + self.tail(features + self.body_conv(x))

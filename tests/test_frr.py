@@ -9,8 +9,9 @@ import torch
 from PIL import Image
 
 from sgpn.data.pairs import RetouchDataModule, RetouchedFaces
-from sgpn.frr import FMAR, FRRffusion, FRRModule
+from sgpn.frr import FMAR, FRRffusion, FRRModule, resize
 from sgpn.hfdg import HFDG, OverlappingCrossAttention, WindowAttention, relative_position_index
+from sgpn.training import to_image, to_network
 
 TINY = {"fmar": {"channels": (16, 32), "layers": 1, "attention_at": 8},
         "hfdg": {"channels": 16, "groups": 1, "depth": 2, "heads": 2},
@@ -51,20 +52,21 @@ def test_cross_attention_reaches_into_the_overlap_only():
     assert torch.allclose(out[0, :4, :4], cross(far)[0, :4, :4], atol=1e-6)
 
 
-def test_hfdg_starts_as_the_upsampling_and_checks_its_inputs():
+def test_hfdg_starts_as_the_coarse_face_with_the_retouched_details_and_checks_its_inputs():
     net = HFDG(**TINY["hfdg"])
-    coarse, retouched = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
-    assert torch.equal(net(coarse, retouched), coarse)
+    coarse, retouched, retouched_up = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    torch.testing.assert_close(net(coarse, retouched, retouched_up), coarse + retouched - retouched_up)
     with pytest.raises(ValueError, match="multiples of the window"):
-        net(torch.rand(1, 3, 12, 12), torch.rand(1, 3, 12, 12))
+        net(*torch.rand(3, 1, 3, 12, 12))
     with pytest.raises(ValueError, match="one size"):
-        net(coarse, torch.rand(2, 3, 8, 8))
+        net(coarse, retouched, torch.rand(2, 3, 8, 8))
     with pytest.raises(ValueError, match="multiple of heads"):
         HFDG(channels=10, heads=4)
 
 
-def test_fmar_samples_reproducibly_and_keeps_snapshots():
-    fmar = FMAR(size=16, **TINY["fmar"])
+@pytest.mark.parametrize("target", FMAR.TARGETS)
+def test_fmar_samples_reproducibly_and_keeps_snapshots(target):
+    fmar = FMAR(size=16, target=target, **TINY["fmar"])
     retouched = torch.rand(2, 3, 16, 16) * 2 - 1
     loss = fmar.loss(retouched, retouched)
     loss.backward()
@@ -75,6 +77,18 @@ def test_fmar_samples_reproducibly_and_keeps_snapshots():
     assert len(shots) == 3 and shots[0][0] > shots[-1][0]  # from noisy to clean
     with pytest.raises(ValueError, match="16 px"):
         fmar.sample(torch.zeros(1, 3, 8, 8))
+
+
+def test_a_residual_fmar_diffuses_what_the_retouch_took_away():
+    fmar = FMAR(size=16, target="residual", **TINY["fmar"])
+    raw, retouched = torch.rand(2, 2, 3, 16, 16) * 2 - 1
+    clean = fmar.clean(raw, retouched)
+    torch.testing.assert_close(clean, (raw - retouched) * FMAR.RESIDUAL_GAIN)
+    torch.testing.assert_close(fmar.face(clean, retouched), raw)
+    assert torch.equal(fmar.face(torch.zeros_like(raw), retouched), retouched)  # no residual: the retouched face
+    assert torch.equal(FMAR(size=16, target="raw", **TINY["fmar"]).clean(raw, retouched), raw)
+    with pytest.raises(ValueError, match="target must be one of"):
+        FMAR(size=16, target="noise", **TINY["fmar"])
 
 
 @pytest.mark.parametrize("stage", FRRModule.STAGES)
@@ -113,7 +127,10 @@ def test_the_two_stages_reverse_together():
     retouched = torch.rand(2, 3, 32, 32)
     result = pipeline.reverse(retouched, torch.Generator().manual_seed(0))
     assert result.output.shape == (2, 3, 32, 32) and result.coarse.shape == (2, 3, 16, 16)
-    torch.testing.assert_close(result.output, result.coarse_up)  # an untrained HFDG adds nothing
+    # an untrained HFDG adds the retouched face's details above 16 px, nothing else
+    x = to_network(retouched)
+    details = x - resize(resize(x, 16), 32)
+    torch.testing.assert_close(result.output, to_image(to_network(result.coarse_up) + details))
     with pytest.raises(ValueError, match="'fmar' and an 'hfdg'"):
         FRRffusion(hfdg, fmar)
     with pytest.raises(ValueError, match=r"\(B, 3, 32, 32\)"):
@@ -164,7 +181,7 @@ def test_hfdg_trains_on_fmar_samples_drawn_once(tmp_path):
 
     hfdg = FRRModule("hfdg", size=32, low_size=16, network=TINY["hfdg"])
     batch = next(iter(data.train_dataloader()))
-    coarse_up = resize(to_network(batch["coarse"]), 32)
+    coarse_up = resize(to_network(batch["coarse"]), 32).clamp(-1, 1)
     torch.testing.assert_close(hfdg.coarse_input(batch, to_network(batch["raw"]), noise=0.0), coarse_up)
     with pytest.raises(ValueError, match="16 px"):
         hfdg.coarse_input({**batch, "coarse": batch["retouched"]}, batch["raw"], noise=0.0)

@@ -9,11 +9,11 @@ import torch
 
 from sgpn.evaluation import KIT_DIR
 from sgpn.face_model import load_face_model
-from sgpn.frr import FRRModule
+from sgpn.frr import FRRModule, resize
 from sgpn.frr_evaluation import (CLIP_UNAVAILABLE, FRR_CHECKPOINTS, FRR_ROWS, frr_evaluation, frr_outputs,
                                  frr_test_set, identity_error, load_frr_stage, load_kit_frr)
 from sgpn.metrics import VGG_FILE, VGGSimilarity, WeightsUnavailable, build_vgg_similarity
-from sgpn.training import build_prior
+from sgpn.training import build_prior, to_image, to_network
 
 MICRO = {"fmar": {"channels": (16, 32), "layers": 1, "attention_at": None},
          "hfdg": {"channels": 8, "groups": 1, "depth": 2, "heads": 2},
@@ -73,7 +73,10 @@ def test_rows_of_micro_stages(teacher, pairs, tmp_path, monkeypatch):
     assert list(outputs) == list(FRR_ROWS) and seconds > 0
     assert all(faces.shape == pairs["lq"].shape for faces in outputs.values())
     torch.testing.assert_close(outputs["unet"], pairs["lq"])  # an untrained baseline passes the face through
-    torch.testing.assert_close(outputs["fmar_hfdg"], outputs["fmar"])  # so does an untrained HFDG
+    # an untrained HFDG adds the retouched face's details above FMAR's 16 px to FMAR's face
+    retouched = to_network(pairs["lq"])
+    details = retouched - resize(resize(retouched, 16), 32)
+    torch.testing.assert_close(outputs["fmar_hfdg"], to_image(to_network(outputs["fmar"]) + details))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     evaluation = frr_evaluation(outputs, pairs["hq"], teacher, fid=False)
     assert [row.method for row in evaluation.rows] == list(FRR_ROWS.values())
