@@ -13,8 +13,9 @@ transformer detail stage, plus the plain U-Net baseline they are measured agains
   full-resolution retouched face, whose details above FMAR's resolution it starts from. It is
   trained on FMAR's own samples of the training faces, drawn once (:func:`fmar_samples`,
   ``RetouchDataModule(coarse_from=...)``), or, without them, on the raw face brought down to
-  FMAR's size and back up, lightly perturbed (:func:`coarse_stand_in`). Trained on the stand-in it trusts its coarse input, which FMAR's
-  samples do not deserve (``configs/frr/hfdg.yaml`` gives the measurement).
+  FMAR's size and back up, lightly perturbed (:func:`coarse_stand_in`). Trained on the
+  stand-in it trusts its coarse input, which FMAR's samples do not deserve
+  (``configs/frr/hfdg.yaml`` gives the measurement).
 * **Baseline** (:class:`UNetBaseline`): a plain U-Net (the same ``UNet2DModel`` family, at full
   size, at time step 0) from the retouched face to the raw one, trained with L1.
 

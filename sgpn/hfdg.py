@@ -11,7 +11,7 @@ by a pixel shuffle (HAT's upsampler). The details are added as they are because 
 leaves most of them alone: the raw face brought down to 32 px and back reaches 27.7 dB against
 the raw face, and 33.5 dB with the retouched face's details added, no network involved (256
 held-out pairs), while a detail stage that had to learn that transfer reached 31.3 dB in its
-30 CPU minutes.
+22 CPU minutes.
 
 HAT's parts, written here at kit scale (no library ships them; HAT's own code is a training
 framework, not a layer library):
