@@ -6,6 +6,7 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from sgpn.data.pairs import RetouchDataModule, RetouchedFaces
@@ -77,6 +78,23 @@ def test_fmar_samples_reproducibly_and_keeps_snapshots(target):
     assert len(shots) == 3 and shots[0][0] > shots[-1][0]  # from noisy to clean
     with pytest.raises(ValueError, match="16 px"):
         fmar.sample(torch.zeros(1, 3, 8, 8))
+
+
+def test_fmar_can_read_the_retouched_face_at_twice_its_size():
+    fmar = FMAR(size=16, condition_scale=2, **TINY["fmar"])
+    raw, retouched = torch.rand(16, 3, 16, 16) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    low, condition = fmar.condition(retouched)
+    torch.testing.assert_close(low, resize(retouched, 16))
+    assert condition.shape == (2, 12, 16, 16) and torch.equal(F.pixel_shuffle(condition, 2), retouched)
+    assert torch.isfinite(fmar.loss(raw[:2], retouched))
+    sample, _ = fmar.sample(retouched, steps=2, generator=torch.Generator().manual_seed(0))
+    assert sample.shape == (2, 3, 16, 16)
+    with pytest.raises(ValueError, match="at 32 px"):
+        fmar.loss(raw[:2], raw[:2])
+    with pytest.raises(ValueError, match="condition_scale"):
+        FMAR(size=16, condition_scale=0, **TINY["fmar"])
+    with pytest.raises(ValueError, match="the faces are 32 px"):
+        FRRModule("fmar", size=32, low_size=16, network={**TINY["fmar"], "condition_scale": 4})
 
 
 def test_a_residual_fmar_diffuses_what_the_retouch_took_away():
