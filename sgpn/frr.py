@@ -237,11 +237,11 @@ class FRRModule(L.LightningModule):
             raise ValueError(f"stage must be one of {self.STAGES}, got {stage!r}")
         if size % low_size:
             raise ValueError(f"size ({size}) must be a multiple of low_size ({low_size})")
-        if stage == "fmar" and low_size * (network or {}).get("condition_scale", 1) > size:
-            raise ValueError(f"FMAR at {low_size} px cannot read the retouched face at "
-                             f"{(network or {})['condition_scale']} x {low_size} px: the faces are {size} px")
-        self.save_hyperparameters()
         options = dict(network or {})
+        if stage == "fmar" and low_size * options.get("condition_scale", 1) > size:
+            raise ValueError(f"FMAR at {low_size} px cannot read the retouched face at "
+                             f"{options['condition_scale']} x {low_size} px: the faces are {size} px")
+        self.save_hyperparameters()
         self.net = {"fmar": lambda: FMAR(size=low_size, **options), "hfdg": lambda: HFDG(**options),
                     "unet": lambda: UNetBaseline(size=size, **options)}[stage]()
 
