@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Mapping
 
 import torch
+from torchmetrics.functional.image import peak_signal_noise_ratio
 
 from sgpn import coefficients
 from sgpn.evaluation import KIT_DIR, Evaluation, Row
-from sgpn.frr import FRRffusion, FRRModule
+from sgpn.frr import FRRffusion, FRRModule, resize
 from sgpn.metrics import (MetricResult, MetricSuite, WeightsUnavailable, build_vgg_similarity, mean_over_images,
                           vertex_error)
 from sgpn.training import to_image, to_network
@@ -88,6 +89,59 @@ def frr_outputs(stages: Mapping[str, FRRModule], retouched: torch.Tensor, steps:
         outputs["fmar"].append(reversed_.coarse_up)
         outputs["fmar_hfdg"].append(reversed_.output)
     return {key: torch.cat(faces).clamp(0, 1) for key, faces in outputs.items()}, seconds / len(retouched)
+
+
+def psnr_per_image(faces: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """PSNR of each image ``(B,)``, both in [0, 1] (the kit's PSNR before its mean over images)."""
+    return peak_signal_noise_ratio(faces.clamp(0, 1), target, data_range=1.0, reduction="none", dim=(1, 2, 3))
+
+
+@torch.no_grad()
+def frr_limits(stages: Mapping[str, FRRModule], pairs: Mapping[str, torch.Tensor], samples: int = 4,
+               steps: int = 20, seed: int = 0) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Where FMAR + HFDG loses PSNR, per image against the raw face: ``(at full size, at
+    FMAR's size)``, each ``{row: (N,) PSNR}``, for ``pairs`` (:func:`frr_test_set`).
+
+    At full size: the retouched input; the raw face brought down to FMAR's size and back (no
+    coarse stage can do better alone); that plus the retouched face's details above FMAR's size
+    (HFDG's starting point, no network), or plus the U-Net's own details above FMAR's size
+    (what HFDG's details are up against); HFDG given that raw face, or the U-Net's output brought
+    down to FMAR's size (a coarse face as good as the U-Net's own there); FMAR + HFDG with one
+    FMAR sample and with the mean of ``samples`` (drawn in turn from one generator, as
+    :meth:`FRRffusion.reverse` draws them); and the U-Net. At FMAR's size: the retouched
+    input, FMAR's sample, the mean of ``samples``, its guess x̂_0 at the first reverse step (where
+    x_t is almost pure noise: the network's mean guess, what a regression would output) and
+    the U-Net brought down."""
+    fmar, hfdg, unet = stages["fmar"].net, stages["hfdg"], stages["unet"].net
+    retouched, raw = to_network(pairs["lq"]), pairs["hq"]
+    size, low = retouched.shape[-1], fmar.size
+
+    def lifted(coarse: torch.Tensor) -> torch.Tensor:
+        return to_image(hfdg.lift(resize(coarse, size).clamp(-1, 1), retouched))
+
+    generator = torch.Generator().manual_seed(seed)
+    condition = resize(retouched, fmar.condition_size)
+    draws = [fmar.sample(condition, steps, generator, keep=1) for _ in range(samples)]
+    sample, (first_step, _, guess) = draws[0][0], draws[0][1][0]
+    mean = torch.stack([coarse for coarse, _ in draws]).mean(0)
+    restored = unet(retouched)
+    raw_low, unet_low = resize(to_network(raw), low), resize(restored, low)
+    details = retouched - resize(resize(retouched, low), size)
+    unet_details = restored - resize(unet_low, size)
+    full = {"retouched input": to_image(retouched),
+            f"raw face down to {low} px and back": to_image(resize(raw_low, size)),
+            "that + the retouched face's details (no network)": to_image(resize(raw_low, size) + details),
+            f"that + the U-Net's details above {low} px": to_image(resize(raw_low, size) + unet_details),
+            f"HFDG on the raw face at {low} px": lifted(raw_low),
+            f"HFDG on the U-Net's face brought down to {low} px": lifted(unet_low),
+            "FMAR + HFDG, one FMAR sample": lifted(sample),
+            f"FMAR + HFDG, mean of {samples} FMAR samples": lifted(mean),
+            "U-Net (L1)": to_image(restored)}
+    at_low = {"retouched input": resize(retouched, low), f"FMAR's sample ({steps} DDIM steps)": sample,
+              f"mean of {samples} FMAR samples": mean, f"FMAR's first-step guess x̂_0 (t = {first_step})": guess,
+              f"U-Net (L1) brought down to {low} px": unet_low}
+    return ({name: psnr_per_image(faces, raw) for name, faces in full.items()},
+            {name: psnr_per_image(to_image(faces), to_image(raw_low)) for name, faces in at_low.items()})
 
 
 @torch.no_grad()

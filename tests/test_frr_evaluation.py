@@ -10,8 +10,8 @@ import torch
 from sgpn.evaluation import KIT_DIR
 from sgpn.face_model import load_face_model
 from sgpn.frr import FRRModule, resize
-from sgpn.frr_evaluation import (CLIP_UNAVAILABLE, FRR_CHECKPOINTS, FRR_ROWS, frr_evaluation, frr_outputs,
-                                 frr_test_set, identity_error, load_frr_stage, load_kit_frr)
+from sgpn.frr_evaluation import (CLIP_UNAVAILABLE, FRR_CHECKPOINTS, FRR_ROWS, frr_evaluation, frr_limits,
+                                 frr_outputs, frr_test_set, identity_error, load_frr_stage, load_kit_frr)
 from sgpn.metrics import VGG_FILE, VGGSimilarity, WeightsUnavailable, build_vgg_similarity
 from sgpn.training import build_prior, to_image, to_network
 
@@ -87,6 +87,28 @@ def test_rows_of_micro_stages(teacher, pairs, tmp_path, monkeypatch):
     assert "retouching reversal" in table and VGG_FILE in table and CLIP_UNAVAILABLE.split("(")[1][:20] in table
     with pytest.raises(ValueError, match="faces for"):
         frr_evaluation({"unet": outputs["unet"][:2]}, pairs["hq"], teacher, fid=False)
+
+
+def test_the_limits_of_untrained_micro_stages_are_their_inputs(pairs):
+    """Untrained, HFDG adds the retouched details to whatever coarse face it is given and the
+    U-Net passes the face through: each row of the limits is then a known image."""
+    torch.manual_seed(0)
+    stages = {stage: FRRModule(stage, size=32, low_size=16, network=MICRO[stage]).eval() for stage in MICRO}
+    full, low = frr_limits(stages, pairs, samples=2, steps=2)
+    assert all(values.shape == (4,) and values.isfinite().all() for values in (*full.values(), *low.values()))
+    # equal but where HFDG clamps the upsampled coarse face to [-1, 1]
+    torch.testing.assert_close(full["HFDG on the raw face at 16 px"],
+                               full["that + the retouched face's details (no network)"], atol=0.05, rtol=0)
+    torch.testing.assert_close(full["U-Net (L1)"], full["retouched input"])
+    torch.testing.assert_close(full["that + the U-Net's details above 16 px"],
+                               full["that + the retouched face's details (no network)"])
+    # the U-Net's face at 16 px is the retouched one: HFDG puts its details back
+    torch.testing.assert_close(full["HFDG on the U-Net's face brought down to 16 px"], full["retouched input"],
+                               atol=0.05, rtol=0)
+    torch.testing.assert_close(low["U-Net (L1) brought down to 16 px"], low["retouched input"])
+    assert not torch.equal(low["FMAR's sample (2 DDIM steps)"], low["mean of 2 FMAR samples"])
+    one, _ = frr_limits(stages, pairs, samples=1, steps=2)
+    torch.testing.assert_close(one["FMAR + HFDG, mean of 1 FMAR samples"], full["FMAR + HFDG, one FMAR sample"])
 
 
 def test_a_missing_stage_is_named(tmp_path):
