@@ -361,5 +361,12 @@ class FRRffusion(nn.Module):
         x = to_network(retouched)
         condition = resize(x, self.fmar.condition_size)
         coarse = torch.stack([self.fmar.sample(condition, self.steps, generator)[0] for _ in range(samples)]).mean(0)
+        return self.lift(coarse, x)
+
+    @torch.no_grad()
+    def lift(self, coarse: Tensor, retouched: Tensor) -> Reversed:
+        """HFDG's stage alone: a low-resolution face ``(B, 3, s, s)`` and the retouched faces
+        ``(B, 3, S, S)``, both in [-1, 1] -> :class:`Reversed` (for any coarse face, FMAR's or
+        another's)."""
         coarse_up = resize(coarse, self.size).clamp(-1, 1)
-        return Reversed(to_image(self.hfdg.lift(coarse_up, x)), to_image(coarse), to_image(coarse_up))
+        return Reversed(to_image(self.hfdg.lift(coarse_up, retouched)), to_image(coarse), to_image(coarse_up))

@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import Mapping
 
 import torch
-from torchmetrics.functional.image import peak_signal_noise_ratio
 
 from sgpn import coefficients
 from sgpn.evaluation import KIT_DIR, Evaluation, Row
 from sgpn.frr import FRRffusion, FRRModule, resize
 from sgpn.metrics import (MetricResult, MetricSuite, WeightsUnavailable, build_vgg_similarity, mean_over_images,
-                          vertex_error)
+                          psnr_per_image, vertex_error)
 from sgpn.training import to_image, to_network
 
 #: The kit's FRR checkpoints (``make frr``), by stage.
@@ -91,11 +90,6 @@ def frr_outputs(stages: Mapping[str, FRRModule], retouched: torch.Tensor, steps:
     return {key: torch.cat(faces).clamp(0, 1) for key, faces in outputs.items()}, seconds / len(retouched)
 
 
-def psnr_per_image(faces: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """PSNR of each image ``(B,)``, both in [0, 1] (the kit's PSNR before its mean over images)."""
-    return peak_signal_noise_ratio(faces.clamp(0, 1), target, data_range=1.0, reduction="none", dim=(1, 2, 3))
-
-
 @torch.no_grad()
 def frr_limits(stages: Mapping[str, FRRModule], pairs: Mapping[str, torch.Tensor], samples: int = 4,
                steps: int = 20, seed: int = 0) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -112,12 +106,13 @@ def frr_limits(stages: Mapping[str, FRRModule], pairs: Mapping[str, torch.Tensor
     input, FMAR's sample, the mean of ``samples``, its guess x̂_0 at the first reverse step (where
     x_t is almost pure noise: the network's mean guess, what a regression would output) and
     the U-Net brought down."""
-    fmar, hfdg, unet = stages["fmar"].net, stages["hfdg"], stages["unet"].net
+    pipeline = FRRffusion(stages["fmar"], stages["hfdg"], steps)
+    fmar, unet = pipeline.fmar, stages["unet"].net
     retouched, raw = to_network(pairs["lq"]), pairs["hq"]
     size, low = retouched.shape[-1], fmar.size
 
     def lifted(coarse: torch.Tensor) -> torch.Tensor:
-        return to_image(hfdg.lift(resize(coarse, size).clamp(-1, 1), retouched))
+        return pipeline.lift(coarse, retouched).output
 
     generator = torch.Generator().manual_seed(seed)
     condition = resize(retouched, fmar.condition_size)
@@ -140,7 +135,7 @@ def frr_limits(stages: Mapping[str, FRRModule], pairs: Mapping[str, torch.Tensor
     at_low = {"retouched input": resize(retouched, low), f"FMAR's sample ({steps} DDIM steps)": sample,
               f"mean of {samples} FMAR samples": mean, f"FMAR's first-step guess x̂_0 (t = {first_step})": guess,
               f"U-Net (L1) brought down to {low} px": unet_low}
-    return ({name: psnr_per_image(faces, raw) for name, faces in full.items()},
+    return ({name: psnr_per_image(faces.clamp(0, 1), raw) for name, faces in full.items()},
             {name: psnr_per_image(to_image(faces), to_image(raw_low)) for name, faces in at_low.items()})
 
 

@@ -404,6 +404,11 @@ def mean_over_images(values: list[torch.Tensor]) -> MetricResult:
     return MetricResult(mean, spread=(values.std() / math.sqrt(len(values))).item())
 
 
+def psnr_per_image(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """PSNR of each image ``(B,)``, both in [0, 1]: what the kit's PSNR averages over images."""
+    return peak_signal_noise_ratio(output, target, data_range=1.0, reduction="none", dim=(1, 2, 3))
+
+
 def pixel_metrics() -> tuple[PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure]:
     """The kit's PSNR (per image, then averaged over images) and SSIM on [0, 1] images, as
     torchmetrics objects: validation logs and evaluation tables use the same definitions."""
@@ -486,7 +491,7 @@ class MetricSuite(nn.Module):
         if self.face_model is not None and coeffs is not None:
             for name, posed in (("vertex_error", False), ("vertex_error_posed", True)):
                 found[name] = vertex_error(self.face_model, coeffs, target_coeffs, posed=posed)
-        found["psnr"] = peak_signal_noise_ratio(output, target, data_range=1.0, reduction="none", dim=(1, 2, 3))
+        found["psnr"] = psnr_per_image(output, target)
         self.ssim.update(output, target)
         if self.lpips is not None:
             self.lpips.update(output, target)
