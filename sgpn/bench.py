@@ -5,15 +5,42 @@ Speed targets are checked here, by measuring, never by timed tests.
 
 from __future__ import annotations
 
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
+import matplotlib
 import torch
+import yaml
+
+from sgpn.app.widgets import CoefficientExplorer
+from sgpn.checkpoints import load, load_teacher, training_minutes
+from sgpn.data.folder import read_rgb
+from sgpn.evaluation.affb import affb_statistics
+from sgpn.evaluation.bounds import BOUND_METHODS, bound_reconstructions, restoration_bounds
+from sgpn.evaluation.scoring import ABLATION_IMAGES, TASK_IMAGES, ablation_evaluation, data_settings, evaluate
+from sgpn.evaluation.shape_accuracy import shape_rows
+from sgpn.evaluation.test_sets import degraded_test_set, synthetic_faces
+from sgpn.face3d.face_model import load_face_model
+from sgpn.face3d.renderer import rasterize, rasterize_pytorch3d
+from sgpn.nets.generator import SGPNGenerator, state_dict_numel
+from sgpn.nets.regressor import CoefficientRegressor
+from sgpn.nets.restorer import SGPNRestorer
+from sgpn.nets.shape_prior import ShapePrior
+from sgpn.paths import KIT_CHECKPOINTS, KIT_ROOT
+from sgpn.photo.alignment import align, paste_back
+from sgpn.photo.cpu_memory import reuse_freed_memory
+from sgpn.photo.detection import detect_faces
+from sgpn.photo.restore import restore_photo
+from sgpn.retouch.evaluation import FRR_CHECKPOINTS, FRR_ROWS, kit_frr_evaluation
 
 #: The kit's root: benchmarks name configs and checkpoints relative to it.
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def median_ms(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
@@ -30,9 +57,6 @@ def median_ms(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> fl
 
 def bench_raster(image_size: int = 224, repeats: int = 10) -> dict:
     """Fast rasterizer against PyTorch3D's ``MeshRasterizer`` on the same face and camera."""
-    from sgpn.face_model import load_face_model
-    from sgpn.renderer import rasterize, rasterize_pytorch3d
-
     model = load_face_model()
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -62,8 +86,6 @@ def bench_explorer(image_size: int = 224, repeats: int = 20) -> dict:
     ``update_ms`` moves an expression slider (new positions and image); ``texture_update_ms``
     moves a texture slider (new mesh colours and image).
     """
-    from sgpn.widgets import CoefficientExplorer
-
     explorer = CoefficientExplorer(image_size=image_size)
     values = iter(torch.linspace(-2, 2, 2 * repeats + 4).tolist() * 4)
 
@@ -83,24 +105,19 @@ def bench_generator(repeats: int = 5) -> dict:
     """SGPN generator forward on CPU, batch 1, no grad: the 512 paper config and the tiny one.
 
     ``ms_per_image`` uses the default allocator; ``ms_per_image_reused_memory`` is measured
-    afterwards with :func:`sgpn.cpu.reuse_freed_memory` switched on (``null`` if unavailable).
+    afterwards with :func:`sgpn.photo.cpu_memory.reuse_freed_memory` switched on (``null`` if unavailable).
     ``load_avg_1min`` records how busy the machine was: other processes on the same cores
     slow every multi-threaded op down.
     """
-    import os
-
-    from sgpn.cpu import reuse_freed_memory
-    from sgpn.generator import SGPNGenerator, state_dict_numel
-
     torch.manual_seed(0)
     models = {name: SGPNGenerator(name).eval() for name in ("paper", "tiny")}
 
     def ms_per_image(name: str, runs: int = repeats) -> float:
         size = models[name].size
-        lq, d3d = torch.rand(2, 1, 3, size, size) * 2 - 1
+        lq, i3d = torch.rand(2, 1, 3, size, size) * 2 - 1
         coeff = torch.randn(1, 257) * 0.5
         with torch.no_grad():
-            return median_ms(lambda: models[name](lq, d3d, coeff), runs)
+            return median_ms(lambda: models[name](lq, i3d, coeff), runs)
 
     load = os.getloadavg()[0]
     result = {
@@ -126,15 +143,7 @@ def bench_train(config: str = "configs/tiny.yaml", out: str | None = None) -> di
     ``load_avg_1min`` before and after say how busy the machine was. ``out``: run in this
     folder and keep it (its ``runs/`` holds the checkpoint and logs) instead of a scratch one.
     """
-    import os
-    import subprocess
-    import sys
-    import tempfile
-    from contextlib import nullcontext
-
-    import yaml
-
-    config_path = (ROOT / config).resolve()
+    config_path = (KIT_ROOT / config).resolve()
     settings = yaml.safe_load(config_path.read_text())
     load_before = os.getloadavg()[0]
     if out is not None:
@@ -176,12 +185,9 @@ def row_scores(results: dict) -> dict:
 def evaluate_checkpoint(checkpoint, data: dict, num_images: int = 512) -> dict:
     """FID, KID, landmark NME, SSIM on the face and PSNR of the LQ input and of the restored
     faces, on the first ``num_images`` faces of the held-out set at the data's degradation."""
-    from sgpn.checkpoints import load_sgpn
-    from sgpn.evaluation import degraded_test_set, evaluate, synthetic_faces
-
-    module = load_sgpn(checkpoint)
+    module = load(checkpoint)
     test_set = degraded_test_set(synthetic_faces(data["size"], num_images), "blind", data.get("degradation_kwargs"))
-    evaluation = evaluate({"out": module}, {"blind": test_set}, module.teacher, lpips=False, progress=False)
+    evaluation = evaluate({"out": module}, {"blind": test_set}, load_teacher(module), lpips=False, progress=False)
     rows = {"lq" if row.method == "LQ input" else "out": row_scores(row.results) for row in evaluation.rows}
     return {"images": num_images, **{f"{metric}_{key}": rows[key][metric]
                                      for metric in (*ROW_METRICS, "kid_std") for key in ("lq", "out")}}
@@ -189,13 +195,11 @@ def evaluate_checkpoint(checkpoint, data: dict, num_images: int = 512) -> dict:
 
 def bench_ablation(num_images: int | None = None, task_images: int | None = None) -> dict:
     """The paper's ablation on the committed kit checkpoints
-    (:func:`sgpn.evaluation.ablation_evaluation`): the LQ input, the full model and variants A
+    (:func:`sgpn.evaluation.scoring.ablation_evaluation`): the LQ input, the full model and variants A
     (no F_3d), B (no AFFB) and C (no mesh losses) at the blind degradation on ``num_images``
     held-out faces, then the same models (and bicubic) on SR x4/x8/x16 and inpainting on the
     first ``task_images`` of them, with the full model trained for inpainting (``full_inpaint``)
     in the inpainting rows. HQ Inception features are cached between runs."""
-    from sgpn.evaluation import ABLATION_IMAGES, TASK_IMAGES, ablation_evaluation
-
     num_images, task_images = num_images or ABLATION_IMAGES, task_images or TASK_IMAGES
     evaluation = ablation_evaluation(num_images, task_images, lpips=False)
     tasks: dict[str, dict] = {}
@@ -211,11 +215,8 @@ def bench_affb(checkpoint: str = "kit_checkpoints/sgpn_tiny.ckpt", num_images: i
     occluders and over faces wearing only sunglasses (the sunglasses must come from the input,
     not from the 3D face's eyes). The test faces all carry an occluder
     (sunglasses, eyeglasses, hat, hand or microphone)."""
-    from sgpn.evaluation import affb_statistics, degraded_test_set, synthetic_faces
-    from sgpn.checkpoints import load_sgpn
-
-    path = ROOT / checkpoint  # an absolute checkpoint path stays as it is
-    module = load_sgpn(path)
+    path = KIT_ROOT / checkpoint  # an absolute checkpoint path stays as it is
+    module = load(path)
     faces = synthetic_faces(module.size, num_images, occluder_prob=1.0)
     stats = affb_statistics(module, degraded_test_set(faces, "blind"))
     top = sorted(stats.ratio)[-2:]
@@ -228,11 +229,9 @@ def bench_affb(checkpoint: str = "kit_checkpoints/sgpn_tiny.ckpt", num_images: i
 def bench_bounds(config: str = "configs/tiny.yaml") -> dict:
     """PSNR and SSIM on the held-out set of ``bench train`` (the config's test split and
     degradation) for the LQ input and the cheating reconstructions of
-    :func:`sgpn.evaluation.bound_reconstructions`: what the ``+3 dB`` target of the tiny run asks,
+    :func:`sgpn.evaluation.bounds.bound_reconstructions`: what the ``+3 dB`` target of the tiny run asks,
     put next to what a perfect denoiser or face restorer would reach."""
-    from sgpn.evaluation import BOUND_METHODS, bound_reconstructions, data_settings, restoration_bounds, synthetic_faces
-
-    settings = data_settings(ROOT / config)
+    settings = data_settings(KIT_ROOT / config)
     options = settings.pop("options")
     if set(options) != {"blind"}:
         raise ValueError(f"{config} trains on {sorted(options)}; the bounds are for blind restoration")
@@ -248,12 +247,8 @@ def bench_shape(teacher: str = "kit_checkpoints/teacher_tiny.ckpt",
     size and default blind degradation: the mean face, the teacher on HQ and on LQ faces, and
     the LQ regressor (fine-tuned against the frozen teacher) on LQ faces. ``minutes``: the
     training times the checkpoints record."""
-    from sgpn.evaluation import degraded_test_set, synthetic_faces
-    from sgpn.shape_accuracy import shape_rows
-    from sgpn.checkpoints import load_shape_prior, training_minutes
-
-    paths = {"teacher": ROOT / teacher, "regressor_lq": ROOT / regressor_lq}
-    priors = {name: load_shape_prior(path) for name, path in paths.items()}
+    paths = {"teacher": KIT_ROOT / teacher, "regressor_lq": KIT_ROOT / regressor_lq}
+    priors = {name: load(path) for name, path in paths.items()}
     size = priors["teacher"].frame_size
     test_set = degraded_test_set(synthetic_faces(size, num_images), "blind")
     rows = shape_rows(priors["teacher"], priors["regressor_lq"], test_set)
@@ -271,17 +266,6 @@ def bench_photo(photo: str | None = None, repeats: int = 3) -> dict:
     per face of detection, alignment and paste-back without the network, and seconds per face
     end to end with the release's 512 pipeline (the generator and the ResNet-50 shape prior,
     random weights: the same work as the trained ones), and the faces found."""
-    import matplotlib
-
-    from sgpn.alignment import align, paste_back
-    from sgpn.data.folder import read_rgb
-    from sgpn.detection import detect_faces
-    from sgpn.generator import SGPNGenerator
-    from sgpn.official import OfficialSGPN
-    from sgpn.regressor import CoefficientRegressor
-    from sgpn.restore import restore_photo
-    from sgpn.shape_prior import ShapePrior
-
     path = Path(photo) if photo else Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
     image = read_rgb(path)
     faces = detect_faces(image)
@@ -297,7 +281,7 @@ def bench_photo(photo: str | None = None, repeats: int = 3) -> dict:
         return result
 
     torch.manual_seed(0)
-    pipeline = OfficialSGPN(SGPNGenerator("paper"), ShapePrior(regressor=CoefficientRegressor()))
+    pipeline = SGPNRestorer(SGPNGenerator("paper"), ShapePrior(regressor=CoefficientRegressor())).eval()
     start = time.perf_counter()
     for _ in range(repeats):
         restore_photo(pipeline, image)
@@ -312,19 +296,16 @@ def bench_photo(photo: str | None = None, repeats: int = 3) -> dict:
 
 def bench_frr(num_images: int = 256, steps: int = 20) -> dict:
     """Face retouching reversal on the committed kit checkpoints
-    (:mod:`sgpn.frr_evaluation`): the retouched input, the U-Net baseline, FMAR alone
+    (:mod:`sgpn.retouch.evaluation`): the retouched input, the U-Net baseline, FMAR alone
     (upsampled) and FMAR + HFDG on ``num_images`` held-out synthetic pairs, FMAR sampling
     ``steps`` DDIM steps. ``minutes``: the training times the checkpoints record;
     ``sampling_s_per_image``: FMAR + HFDG's time per face in batches of 64."""
-    from sgpn.checkpoints import training_minutes
-    from sgpn.frr_evaluation import FRR_CHECKPOINTS, FRR_ROWS, kit_frr_evaluation
-
     evaluation, _, _, seconds = kit_frr_evaluation(num_images, steps)
     keys = {name: key for key, name in FRR_ROWS.items()}
     rows = {keys[row.method]: {"psnr": round(row.results["psnr"].value, 2), "ssim": round(row.results["ssim"].value, 4),
                                "id_error": round(row.results["id_error"].value, 5),
                                "fid": round(row.results["fid"].value, 2)} for row in evaluation.rows}
-    minutes = {stage: training_minutes(ROOT / "kit_checkpoints" / name) for stage, name in FRR_CHECKPOINTS.items()}
+    minutes = {stage: training_minutes(KIT_CHECKPOINTS / name) for stage, name in FRR_CHECKPOINTS.items()}
     return {"images": num_images, "rows": rows,
             "minutes": {stage: None if m is None else round(m, 1) for stage, m in minutes.items()},
             "sampling_s_per_image": round(seconds, 3), "steps": steps, "threads": torch.get_num_threads()}

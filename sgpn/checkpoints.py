@@ -1,167 +1,169 @@
-"""Checkpoint files: reading regressor weights from kit, D3DFR and release files, exporting
-small shareable copies, and loading kit SGPN models and shape priors from them."""
+"""One loader for every checkpoint the kit knows: :func:`load`.
+
+A kit checkpoint is a Lightning file (full, as training writes it, or exported by ``sgpn
+export``, compact or not). Its weights are read into the inference modules directly, without
+the training modules, so restoring a photo never imports the trainer:
+
+* SGPN and its variants -> :class:`~sgpn.nets.restorer.SGPNRestorer`;
+* the teacher and the LQ regressor -> :class:`~sgpn.nets.shape_prior.ShapePrior`;
+* a retouching-reversal stage -> :class:`~sgpn.nets.frr_stage.FRRStage`;
+* the release's ``checkpoints/`` folder -> its :class:`~sgpn.nets.restorer.SGPNRestorer`
+  (:mod:`sgpn.photo.official`).
+
+Files are read with ``weights_only=True``. What a file is follows from the weights it holds,
+not from its class path, so checkpoints written before the package's layout changed
+(``sgpn.training.SGPNModule``, ``sgpn.frr.FRRModule``) load the same way.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
 import torch
+from torch import nn
 
-from sgpn.face_model import FaceModel, load_face_model
-from sgpn.regressor import CoefficientRegressor
-from sgpn.shape_prior import ShapePrior
+from sgpn.face3d.face_model import load_face_model
+from sgpn.nets.frr_stage import STAGES, FRRStage
+from sgpn.nets.generator import SGPNGenerator, get_config
+from sgpn.nets.regressor import CoefficientRegressor
+from sgpn.nets.restorer import SGPNRestorer
+from sgpn.nets.shape_prior import ShapePrior, build_shape_prior
+from sgpn.paths import KIT_CHECKPOINTS, resolve_kit_path
+from sgpn.photo.official import OFFICIAL_ENV, load_official
+from sgpn.weights import exclude_from_checkpoints, load_strict
 
-if TYPE_CHECKING:
-    from sgpn.training import SGPNModule
-
-#: Where regressor weights sit inside the kit's Lightning checkpoints.
+#: Where regressor weights sit inside the kit's Lightning checkpoints (teacher, SGPN).
 REGRESSOR_PREFIXES = ("prior.regressor.", "shape_prior.regressor.")
-#: The kit's root folder, which configs name checkpoints relative to.
-KIT_ROOT = Path(__file__).resolve().parents[1]
+#: Where an export records the run's training wall time (from the
+#: :class:`~sgpn.training.callbacks.TrainingBudget` callback of the kit's configs).
+TRAINING_MINUTES = "training_minutes"
+#: The key that marks a compact export (float16 weights, training-only parts left out).
+COMPACT_MARK = "sgpn_compact"
 
 
-def read_regressor_checkpoint(path: Path):
-    """The contents of a regressor checkpoint file, or a clear error when it is missing. A
-    relative path not found here is looked up from the kit's root, since configs name
-    ``kit_checkpoints/...`` relative to it and a run may work in another folder."""
-    if not path.is_file() and not path.is_absolute() and (KIT_ROOT / path).is_file():
-        path = KIT_ROOT / path
-    if not path.is_file():
-        raise FileNotFoundError(f"regressor checkpoint not found: {path}. `make shape-prior` trains the "
-                                f"kit's teacher (configs/teacher_tiny.yaml) and LQ regressor")
-    return torch.load(path, map_location="cpu", weights_only=True)
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """A checkpoint file's contents (``weights_only``), or a clear error when it is missing or
+    is not a checkpoint. A relative path not found here is looked up from the kit's root."""
+    try:
+        path = resolve_kit_path(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint not found: {path}. `make checkpoints` trains the kit's "
+                                f"models; the release's weights are a folder (sgpn restore --official)") from None
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated file, a pickle of arbitrary objects, not a torch file
+        raise ValueError(f"{path} is not a readable checkpoint: {err}") from err
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{path} holds a {type(data).__name__}, not a checkpoint")
+    return dict(data)
 
 
 def load_regressor_weights(regressor: CoefficientRegressor, path: str | os.PathLike) -> CoefficientRegressor:
     """Load a regressor from a kit checkpoint (teacher or SGPN, Lightning format) or from a
     D3DFR / SGPN-release regressor file, strictly."""
-    from sgpn.weights import load_strict
-
-    path = Path(path)
-    data = read_regressor_checkpoint(path)
-    state = data.get("state_dict") if isinstance(data, Mapping) else None
+    data = read_checkpoint(path)
+    state = data.get("state_dict")
     if isinstance(state, Mapping):
         for prefix in REGRESSOR_PREFIXES:
             found = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
             if found:
                 load_strict(regressor, found, f"{path} ({prefix}*)")
                 return regressor
-    return regressor.load_checkpoint(path)
-
-
-#: What a compact export leaves out of an SGPN checkpoint: the discriminator (only training
-#: needs it) and the frozen teacher (rebuilt from ``teacher_ckpt`` when loading).
-COMPACT_DROPS = ("discriminator.", "teacher.")
-
-
-#: Where an export records the run's training wall time (from the
-#: :class:`~sgpn.callbacks.TrainingBudget` callback of the kit's configs; it counts across resumes).
-TRAINING_MINUTES = "training_minutes"
+    return regressor.load_checkpoint(resolve_kit_path(path))
 
 
 def training_minutes(path: str | os.PathLike) -> float | None:
     """The training wall time an exported checkpoint records, or ``None`` if it has none."""
-    return torch.load(path, map_location="cpu", weights_only=True).get(TRAINING_MINUTES)
+    return read_checkpoint(path).get(TRAINING_MINUTES)
 
 
-def export_checkpoint(source: str | os.PathLike, target: str | os.PathLike, compact: bool = False) -> Path:
-    """Write a small copy of a Lightning checkpoint for sharing: weights and hyper-parameters
-    only (no optimiser, loop or callback state). It loads with ``load_from_checkpoint`` and
-    ``sgpn restore``, but cannot resume training.
+def _weights(state: Mapping[str, torch.Tensor], prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if k.startswith(prefixes)}
 
-    A :class:`~sgpn.callbacks.TrainingBudget` callback's time is kept as ``training_minutes``.
-    Teacher modules leave out the frozen teacher of an LQ fine-tune (the file ``teacher_ckpt``
-    names holds it): :func:`load_shape_prior` loads the regressor.
 
-    ``compact`` (SGPN checkpoints): also leave out the discriminator and the frozen teacher and
-    store the weights as float16, about a quarter of the size; :func:`load_sgpn` loads it (the
-    teacher comes back from the checkpoint named by ``teacher_ckpt``). The kit commits its tiny
-    models this way, and its teacher, LQ regressor and retouching-reversal stages (float16 only;
-    loading copies the values into the float32 networks).
-    """
-    keep = ("state_dict", "hyper_parameters", "hparams_name", "epoch", "global_step",
-            "pytorch-lightning_version", TRAINING_MINUTES)
-    data = torch.load(source, map_location="cpu", weights_only=True)
-    missing = [k for k in ("state_dict", "hyper_parameters") if k not in data]
-    if missing:
-        raise ValueError(f"{source} is not a Lightning checkpoint of the kit: it lacks {missing}")
-    small = {k: data[k] for k in keep if k in data}
-    if any(k.startswith("prior.") for k in data["state_dict"]):
-        # a teacher module: a frozen teacher inside it (LQ fine-tuning) is its own checkpoint
-        small["state_dict"] = {k: v for k, v in data["state_dict"].items() if not k.startswith("teacher.")}
-    timer = data.get("callbacks", {}).get("TrainingBudget")
-    if timer is not None:
-        small[TRAINING_MINUTES] = timer["time_elapsed"]["train"] / 60
-    if compact:
-        from sgpn.frr import FRRModule
-
-        state = small["state_dict"]
+def _kind(data: Mapping) -> str:
+    """``"sgpn"``, ``"teacher"`` or ``"frr"`` from the weights a kit checkpoint holds, else a
+    ``ValueError`` naming what the file holds."""
+    state = data.get("state_dict")
+    hparams = data.get("hyper_parameters") or {}
+    if isinstance(state, Mapping):
         if any(k.startswith("generator.") for k in state):
-            drops = COMPACT_DROPS
-        elif data["hyper_parameters"].get("stage") in FRRModule.STAGES or any(k.startswith("prior.") for k in state):
-            drops = ()  # a retouching-reversal stage or a teacher holds nothing but its network
-        else:
-            raise ValueError(f"{source}: only SGPN, teacher and retouching-reversal checkpoints have a compact form")
-        small["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in state.items()
-                               if not k.startswith(drops)}
-        small["sgpn_compact"] = {"dropped": list(drops), "dtype": "float16"}
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(small, target)
-    return target
+            return "sgpn"
+        if any(k.startswith("prior.regressor.") for k in state):
+            return "teacher"
+        if hparams.get("stage") in STAGES and any(k.startswith("net.") for k in state):
+            return "frr"
+    keys = list(state) if isinstance(state, Mapping) else list(data)
+    shown = ", ".join(map(str, keys[:6])) + (f", ... ({len(keys)} keys)" if len(keys) > 6 else "")
+    what = f"class {hparams['_class_path']}, " if "_class_path" in hparams else ""
+    if "net_recon" in data or "net_recon" in keys:
+        hint = "; a D3DFR regressor file loads with CoefficientRegressor.from_checkpoint"
+    elif any(str(k).startswith(("netE.", "netG.")) for k in keys):
+        hint = "; the release's generator loads with its folder (sgpn.load(FOLDER), sgpn restore --official)"
+    else:
+        hint = ""
+    raise ValueError(f"not a kit SGPN, teacher or retouching-reversal checkpoint ({what}keys: {shown}){hint}")
 
 
-def load_sgpn(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> SGPNModule:
-    """An :class:`~sgpn.training.SGPNModule` from a kit checkpoint (full, exported or compact),
-    in eval mode."""
-    from sgpn.training import SGPNModule
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"SGPN checkpoint not found: {path}")
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    state = data.get("state_dict", {}) if isinstance(data, Mapping) else {}
-    if not any(k.startswith("generator.") for k in state):
-        kind = "a teacher checkpoint" if any(k.startswith("prior.") for k in state) else "not a kit SGPN checkpoint"
-        raise ValueError(f"{path} is {kind}: it holds no generator weights")
-    if "sgpn_compact" not in data:
-        module = SGPNModule.load_from_checkpoint(path, map_location=map_location, weights_only=True)
-        return module.eval()
-    module = SGPNModule(**{k: v for k, v in data["hyper_parameters"].items() if not k.startswith("_")})
-    expected = {k for k in module.state_dict() if not k.startswith(COMPACT_DROPS)}
-    if set(state) != expected:
-        raise KeyError(f"{path} does not match SGPNModule: missing {sorted(expected - set(state))[:5]}, "
-                       f"unexpected {sorted(set(state) - expected)[:5]}")
-    module.load_state_dict(state, strict=False)  # float16 values are copied into float32
-    teacher = module.hparams.teacher_ckpt
-    if teacher:
-        load_regressor_weights(module.teacher.regressor, resolve_kit_path(teacher, path))
-    return module.to(map_location).eval()
+def _load_sgpn(data: Mapping, path: Path) -> SGPNRestorer:
+    hp = {k: v for k, v in data["hyper_parameters"].items() if not k.startswith("_")}
+    face_model = exclude_from_checkpoints(load_face_model(hp.get("face_model")))
+    generator = SGPNGenerator(get_config(hp.get("generator", "tiny"), fusion=hp.get("fusion", "affb")))
+    restorer = SGPNRestorer(generator, build_shape_prior(face_model, hp.get("regressor"), hp.get("alignment", "resize")),
+                            hparams={**hp, "checkpoint": str(path)})
+    load_strict(restorer, _weights(data["state_dict"], ("generator.", "shape_prior.")), str(path))
+    return restorer
 
 
-def load_shape_prior(path: str | os.PathLike, face_model: FaceModel | None = None) -> ShapePrior:
-    """The :class:`ShapePrior` of a kit teacher or LQ-regressor checkpoint, in eval mode
-    (the regressor its hyper-parameters describe, with its weights; no training state)."""
-    from sgpn.training import build_prior
-
-    path = Path(path)
-    data = read_regressor_checkpoint(path)
-    hparams = data.get("hyper_parameters") if isinstance(data, Mapping) else None
-    if not isinstance(hparams, Mapping) or "regressor" not in hparams:
+def _load_teacher(data: Mapping, path: Path) -> ShapePrior:
+    hp = data.get("hyper_parameters") or {}
+    if "regressor" not in hp:
         raise ValueError(f"{path} is not a kit teacher checkpoint (no regressor hyper-parameters)")
-    face_model = face_model if face_model is not None else load_face_model(hparams.get("face_model"))
-    prior = build_prior(face_model, hparams["regressor"], hparams.get("alignment", "resize"))
+    prior = build_shape_prior(load_face_model(hp.get("face_model")), hp["regressor"], hp.get("alignment", "resize"))
     load_regressor_weights(prior.regressor, path)
-    return prior.eval()
+    return prior
 
 
-def resolve_kit_path(name: str | os.PathLike, beside: Path) -> Path:
-    """A path from a checkpoint's hyper-parameters: as given, else relative to the kit's root
-    (configs name ``kit_checkpoints/...`` relative to it), else beside the checkpoint."""
-    for candidate in (Path(name), KIT_ROOT / name, beside.parent / Path(name).name):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"{beside} needs {name}, which was not found (as given, in the kit, "
-                            f"or beside the checkpoint)")
+def _load_frr(data: Mapping, path: Path) -> FRRStage:
+    hp = data["hyper_parameters"]
+    stage = FRRStage(hp["stage"], hp.get("size", 64), hp.get("low_size", 32), hp.get("network"),
+                     hp.get("sample_steps", 20))
+    load_strict(stage, _weights(data["state_dict"], ("net.",)), str(path))
+    return stage
+
+
+LOADERS = {"sgpn": _load_sgpn, "teacher": _load_teacher, "frr": _load_frr}
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """The eval-mode module of any checkpoint the kit knows (see the module's docstring): a kit
+    checkpoint file, or the release's ``checkpoints/`` folder. Anything else gets an error
+    naming what it holds."""
+    path = Path(path)
+    if path.is_dir():
+        return load_official(path).to(device).eval()
+    data = read_checkpoint(path)
+    return LOADERS[_kind(data)](data, resolve_kit_path(path)).to(device).eval()
+
+
+def kit_model_notice(path: str | os.PathLike) -> str | None:
+    """What a user should know before restoring real photos with ``path``: kit models are
+    small and trained on synthetic faces (``None`` for other weights)."""
+    path = Path(path)
+    if path.is_dir() or path.resolve().parent != KIT_CHECKPOINTS.resolve():
+        return None
+    return (f"{path.name} is the kit's 64 px teaching model, trained on synthetic faces only: on real photos it "
+            f"shows the pipeline and blurs the face. For real restoration use the release's weights "
+            f"(sgpn restore --official FOLDER, or set {OFFICIAL_ENV})")
+
+
+def load_teacher(restorer: SGPNRestorer) -> ShapePrior:
+    """The frozen teacher a kit SGPN model was trained with (its ``teacher_ckpt``), for the
+    landmark NME of evaluation tables."""
+    name = getattr(restorer, "hparams", {}).get("teacher_ckpt")
+    if not name:
+        raise ValueError("this model names no teacher_ckpt; pass a teacher checkpoint explicitly")
+    source = Path(restorer.hparams["checkpoint"])
+    return load(resolve_kit_path(name, beside=source)).requires_grad_(False)

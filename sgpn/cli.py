@@ -10,6 +10,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import nullcontext
+from unittest import mock
+
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.cli import LightningCLI
+
+from sgpn.app.page import serve
+from sgpn.bench import BENCHMARKS
+from sgpn.checkpoints import kit_model_notice, load
+from sgpn.evaluation.scoring import evaluate_command
+from sgpn.evaluation.tables import TASKS
+from sgpn.figures import make_figures
+from sgpn.photo.restore import restore_folder, restore_photos
+from sgpn.training.export import export_checkpoint
 
 #: Subcommands handed to Lightning's CLI.
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -23,12 +37,6 @@ def lightning_cli(args: list[str], **kwargs):
     ``args`` are the whole command line. When they are not the process's own (a notebook calls
     this inside a Jupyter kernel), ``sys.argv`` is hidden from Lightning, which would otherwise
     warn that both were given; from the shell it stays, since DDP's launcher re-runs it."""
-    from contextlib import nullcontext
-    from unittest import mock
-
-    from lightning.pytorch import LightningDataModule, LightningModule
-    from lightning.pytorch.cli import LightningCLI
-
     own_command_line = sys.argv[1:] == list(args)
     with nullcontext() if own_command_line else mock.patch.object(sys, "argv", sys.argv[:1]):
         return LightningCLI(LightningModule, LightningDataModule, subclass_mode_model=True,
@@ -37,8 +45,6 @@ def lightning_cli(args: list[str], **kwargs):
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from sgpn.bench import BENCHMARKS
-
     for name in args.names:
         options = {"out": args.out} if name == "train" and args.out else {}
         print(json.dumps({"bench": name, **BENCHMARKS[name](**options)}), flush=True)
@@ -46,24 +52,24 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _figures(args: argparse.Namespace) -> int:
-    from sgpn.figures import make_figures
-
     for path in make_figures(args.out, args.names or None, num_images=args.num_images):
         print(path)
     return 0
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from sgpn.restore import load_restorer, restore_folder, restore_photos
-
+    if (args.ckpt is None) == (args.official is None):
+        raise SystemExit("give either a kit checkpoint (--ckpt) or the folder of the official weights (--official)")
+    if args.aligned and args.ckpt is None:
+        raise SystemExit("--aligned restores with a kit checkpoint (--ckpt)")
+    module = load(args.official or args.ckpt, args.device)
+    notice = kit_model_notice(args.official or args.ckpt)
+    if notice:
+        print(f"note: {notice}")
     if args.aligned:
-        if args.ckpt is None:
-            raise SystemExit("--aligned restores with a kit checkpoint (--ckpt)")
-        written = restore_folder(args.ckpt, args.input, args.output, batch_size=args.batch_size,
-                                 device=args.device)
+        written = restore_folder(module, args.input, args.output, batch_size=args.batch_size)
         print(f"{len(written)} restored faces in {args.output}")
         return 0
-    module = load_restorer(args.ckpt, args.official, args.device)
     report = restore_photos(module, args.input, args.output, threshold=args.threshold, details=args.details)
     print(f"{len(report['restored'])} photo(s) restored, {len(report['no_face'])} without a face (copied "
           f"unchanged), {len(report['skipped'])} skipped, in {args.output}")
@@ -71,22 +77,16 @@ def _restore(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from sgpn.checkpoints import export_checkpoint
-
     path = export_checkpoint(args.source, args.target, compact=args.compact)
     print(f"{path} ({path.stat().st_size / 2**20:.1f} MB)")
     return 0
 
 
 def _app(args: argparse.Namespace) -> int:
-    from sgpn.app import serve
-
     return serve(args.port, args.open)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from sgpn.evaluation import evaluate_command
-
     written = evaluate_command(args.ckpt, args.tasks, config=args.config, pair=args.pair,
                                num_images=args.num_images, teacher=args.teacher, lpips=not args.no_lpips,
                                fid=not args.no_fid, out=args.out, name=args.name, caption=args.caption)
@@ -96,9 +96,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sgpn.bench import BENCHMARKS
-    from sgpn.evaluation import TASKS
-
     parser = argparse.ArgumentParser(prog="sgpn", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)

@@ -21,25 +21,19 @@ matplotlib.rcParams["svg.hashsalt"] = "sgpn"  # stable ids in SVG files
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from sgpn.degradations import describe  # noqa: E402
-from sgpn.evaluation import (  # noqa: E402
-    KIT_DIR,
-    METRIC_TITLES,
-    TASK_IMAGES,
-    TASK_MODELS,
-    TASKS,
-    VARIANTS,
-    ablation_evaluation,
-    affb_statistics,
-    degraded_test_set,
-    load_kit,
-    shape_from_lq,
-    synthetic_faces,
-)
-from sgpn.face_model import load_face_model  # noqa: E402
-from sgpn.renderer import Renderer  # noqa: E402
-from sgpn.checkpoints import load_shape_prior  # noqa: E402
-from sgpn.visualize import ablation_chart, render_faces, show_images, show_rows  # noqa: E402
+from sgpn.app.visualize import ablation_chart, render_faces, show_images, show_rows  # noqa: E402
+from sgpn.checkpoints import load, load_teacher  # noqa: E402
+from sgpn.data.degradations import describe  # noqa: E402
+from sgpn.evaluation.affb import affb_statistics  # noqa: E402
+from sgpn.evaluation.kit_models import TASK_MODELS, VARIANTS, load_kit  # noqa: E402
+from sgpn.evaluation.scoring import TASK_IMAGES, ablation_evaluation  # noqa: E402
+from sgpn.evaluation.shape_accuracy import shape_from_lq  # noqa: E402
+from sgpn.evaluation.tables import METRIC_TITLES, TASKS  # noqa: E402
+from sgpn.evaluation.test_sets import degraded_test_set, synthetic_faces  # noqa: E402
+from sgpn.face3d.face_model import load_face_model  # noqa: E402
+from sgpn.face3d.renderer import Renderer  # noqa: E402
+from sgpn.paths import KIT_CHECKPOINTS  # noqa: E402
+from sgpn.retouch.evaluation import FRR_ROWS, kit_frr_evaluation  # noqa: E402
 
 #: Held-out faces used by the figures (the evaluation tables use the full test set).
 NUM_IMAGES = 256
@@ -92,7 +86,7 @@ def pipeline(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
     masks = {res: m.mean(1)[0] for (res, block), m in sorted(restored.masks.items()) if block == 1 and res >= 16}
     fig = plt.figure(figsize=(14, 3.4))
     grid = fig.add_gridspec(2, 4 + len(masks), height_ratios=[1, 0.25])
-    panels = [(lq[0], "I_lq (blind LQ)"), (restored.d3d[0], "I_3d: regressor → 257\ncoeffs → mesh → render")]
+    panels = [(lq[0], "I_lq (blind LQ)"), (restored.i3d[0], "I_3d: regressor → 257\ncoeffs → mesh → render")]
     panels += [(m, f"AFFB mask M, {r} px\n(1 = take F_lq)") for r, m in masks.items()]
     panels += [(restored.output[0], "I: SGPN output"), (hq[0], "I_hq (ground truth)")]
     for column, (image, title) in enumerate(panels):
@@ -137,7 +131,7 @@ def restoration(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
         lq = test_set["lq"][shown]
         restored = full.restore(lq)
         for i in range(len(shown)):
-            for name, image in (("LQ", lq[i]), ("I_3d", restored.d3d[i]), ("output", restored.output[i]),
+            for name, image in (("LQ", lq[i]), ("I_3d", restored.i3d[i]), ("output", restored.output[i]),
                                 ("GT", test_set["hq"][shown[i]])):
                 images.append(image)
                 titles.append(f"{task} {name}")
@@ -187,8 +181,8 @@ def shape_from_lq_figure(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Pa
     restoration module trained jointly with SGPN, on LQ faces, against ground truth, at each
     degradation level: a table and a chart."""
     full = _model()
-    priors = {"teacher (trained on HQ)": full.teacher,
-              "LQ regressor (fine-tuned against the teacher)": load_shape_prior(KIT_DIR / "regressor_lq_tiny.ckpt"),
+    priors = {"teacher (trained on HQ)": load_teacher(full),
+              "LQ regressor (fine-tuned against the teacher)": load(KIT_CHECKPOINTS / "regressor_lq_tiny.ckpt"),
               "jointly trained (full SGPN)": full.shape_prior}
     evaluation = shape_from_lq(priors, _faces(num_images))
     paths = evaluation.write(out_dir, "shape_from_lq", caption="Shape from LQ: errors against the "
@@ -227,10 +221,8 @@ def ablation(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
 
 
 def retouching_reversal(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
-    """Face retouching reversal (FRRffusion's rows, :mod:`sgpn.frr_evaluation`) on
+    """Face retouching reversal (FRRffusion's rows, :mod:`sgpn.retouch.evaluation`) on
     ``num_images`` held-out synthetic pairs: the table, and the rows' faces for a few of them."""
-    from sgpn.frr_evaluation import FRR_ROWS, kit_frr_evaluation
-
     evaluation, pairs, outputs, seconds = kit_frr_evaluation(num_images)
     evaluation.notes.append(f"FMAR samples 20 DDIM steps from seeded noise ({seconds:.2f} s a face with HFDG on "
                             "2 CPU cores). The identity error is the kit's teacher's identity-only mesh of the "

@@ -75,3 +75,15 @@ def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor],
     if bad:
         raise ValueError(f"{source}: tensor(s) {_preview(bad)} contain NaN or Inf")
     module.load_state_dict(state_dict, strict=True)
+
+
+def exclude_from_checkpoints(module: nn.Module) -> nn.Module:
+    """Re-register every buffer of ``module`` as non-persistent.
+
+    The face model's bases (tens of MB) are rebuilt from code or the BFM file, so they do not
+    belong in checkpoints; the ``face_model`` hyper-parameter of a kit checkpoint names them.
+    """
+    for submodule in module.modules():
+        for name, buffer in list(submodule.named_buffers(recurse=False)):
+            submodule.register_buffer(name, buffer, persistent=False)
+    return module

@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from sgpn.alignment import align, paste_back, paste_mask, similarity_matrix
-from sgpn.shape_prior import invert_similarity as invert, template_points
+from sgpn.nets.shape_prior import invert_similarity as invert
+from sgpn.nets.shape_prior import template_points
+from sgpn.photo.alignment import align, paste_back, paste_mask, similarity_matrix
 
 
 def rotation(angle: float, scale: float, shift: tuple[float, float]) -> torch.Tensor:

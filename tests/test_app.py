@@ -6,7 +6,7 @@ from pathlib import Path
 import matplotlib
 import pytest
 
-from sgpn.app import APP_NOTEBOOK, default_restorer, photo_figure, photo_panel, serve_command
+from sgpn.app.page import APP_NOTEBOOK, default_restorer, photo_figure, photo_panel, serve_command
 
 PORTRAIT = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 
@@ -26,13 +26,14 @@ def panel():
 def test_an_uploaded_photo_is_restored_with_progress_and_a_figure(panel):
     upload(panel, "portrait.jpg", PORTRAIT.read_bytes())
     progress, status = panel.children[0].children[1], panel.children[1]
-    assert status.value.startswith("portrait.jpg: 1 face(s) restored (SGPNModule, 64 px)")
+    assert status.value.startswith("portrait.jpg: 1 face(s) restored (64 px, the kit's teaching model)")
+    assert "blurs the face" in panel.children[2].value and "SGPN_OFFICIAL" in panel.children[2].value
     assert progress.value == progress.max == 2  # detection, then the one face
 
 
 def test_the_photo_figure_shows_the_photo_the_result_and_each_faces_steps():
     from sgpn.data.folder import read_rgb
-    from sgpn.restore import restore_photo
+    from sgpn.photo.restore import restore_photo
 
     photo = read_rgb(PORTRAIT)
     restored = restore_photo(default_restorer(), photo)

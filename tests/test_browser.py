@@ -357,7 +357,7 @@ def test_mask_picker_in_jupyterlab(browser, lab):
 
 @pytest.fixture(scope="module")
 def voila_app(tmp_path_factory):
-    from sgpn.app import serve_command
+    from sgpn.app.page import serve_command
 
     runtime = tmp_path_factory.mktemp("voila")
     port = _free_port()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 import warnings
-from unittest import mock
 from pathlib import Path
+from unittest import mock
 
 import lightning
 import numpy as np
@@ -13,9 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from sgpn.data import EpochSampler, FaceDataModule, FaceFolder, SyntheticFaces
-from sgpn.face_model import load_face_model
-from sgpn.renderer import Renderer
+from sgpn.data.datamodule import EpochSampler, FaceDataModule
+from sgpn.data.folder import FaceFolder
+from sgpn.data.synthetic import SyntheticFaces
+from sgpn.face3d.face_model import load_face_model
+from sgpn.face3d.renderer import Renderer
 
 KEYS = {"hq", "coeffs", "landmarks", "occluder_mask", "face_mask", "occluders", "index"}
 SMALL_BLUR = {"kernel_size": 7, "sigma": (0.1, 2.0)}  # the 41-tap default needs images over 40 px
@@ -82,13 +84,12 @@ def test_coefficients_and_landmarks_match_the_render(model):
 def test_a_synthetic_face_shows_its_size(model):
     """The labels can be read off the image: a face's size in the image follows its size in the
     model (its identity), not a random distance to the camera that would cancel it out."""
-    from sgpn import camera, coefficients
     from sgpn.data.synthetic import synthetic_coefficients
-    from sgpn.losses import landmarks_3d
+    from sgpn.face3d import camera, coefficients
 
     faces = synthetic_coefficients(model, torch.Generator().manual_seed(0), 256)
     faces[:, coefficients.SLICES["angles"]] = 0  # frontal: no foreshortening
-    points = landmarks_3d(model, faces)
+    points = model.landmarks_3d(faces)
 
     def spread(xy):
         return (xy - xy.mean(1, keepdim=True)).pow(2).sum(-1).mean(1).sqrt().log()

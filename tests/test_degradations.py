@@ -11,16 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from sgpn.degradations import (
-    DEGRADATIONS,
-    BlindDegradation,
-    InpaintingMask,
-    SuperResolution,
-    build_degradation,
-    describe,
-    gaussian_kernels,
-    jpeg,
-)
+from sgpn.data.degradations import (DEGRADATIONS, BlindDegradation, InpaintingMask, SuperResolution, build_degradation,
+                                    describe, gaussian_kernels, jpeg)
 
 SIZE = 64
 

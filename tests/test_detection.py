@@ -9,12 +9,12 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED
 from PIL import Image
 
-from sgpn.alignment import align
-from sgpn.shape_prior import template_points
-from sgpn.detection import detect_faces
-from conftest import SHARED
+from sgpn.nets.shape_prior import template_points
+from sgpn.photo.alignment import align
+from sgpn.photo.detection import detect_faces
 
 GRACE_HOPPER = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 REAL_LQ = SHARED / "data" / "real_lq"

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from sgpn.discriminator import Discriminator, ResBlock
-from sgpn.generator import get_config
+from sgpn.nets.discriminator import Discriminator, ResBlock
+from sgpn.nets.generator import get_config
 
 #: rosinality's StyleGAN2 discriminator at 512 with channel multiplier 2.
 PAPER_DISCRIMINATOR_PARAMETERS = 28_982_849

@@ -13,30 +13,14 @@ import torch
 from PIL import Image
 
 from sgpn.cli import main
-from sgpn.evaluation import (
-    BOUND_METHODS,
-    DEGRADATION_LEVELS,
-    MASK_INTERVENTIONS,
-    Evaluation,
-    Row,
-    beats,
-    reaches,
-    read_evaluation,
-    restoration_claims,
-    affb_statistics,
-    bound_reconstructions,
-    checkpoint_method,
-    degraded_test_set,
-    evaluate,
-    folder_pair_test_set,
-    mask_interventions,
-    nearest_input,
-    parse_checkpoints,
-    restoration_bounds,
-    shape_from_lq,
-    synthetic_faces,
-)
-from sgpn.metrics import MetricResult, MetricSuite
+from sgpn.evaluation.affb import MASK_INTERVENTIONS, affb_statistics, mask_interventions
+from sgpn.evaluation.bounds import BOUND_METHODS, bound_reconstructions, restoration_bounds
+from sgpn.evaluation.claims import beats, reaches, restoration_claims
+from sgpn.evaluation.metrics import MetricResult, MetricSuite
+from sgpn.evaluation.scoring import checkpoint_method, evaluate, nearest_input, parse_checkpoints
+from sgpn.evaluation.shape_accuracy import shape_from_lq
+from sgpn.evaluation.tables import Evaluation, Row, read_evaluation
+from sgpn.evaluation.test_sets import DEGRADATION_LEVELS, degraded_test_set, folder_pair_test_set, synthetic_faces
 from sgpn.training import SGPNModule
 
 MICRO = dict(generator={"size": 32, "channels": {4: 16, 8: 16, 16: 8, 32: 8}, "encoder_style_dim": 32,
@@ -261,7 +245,7 @@ def test_mask_interventions_set_the_masks_by_hand_and_restore_them(blind):
     """The learned setting is the plain restoration; M = 1 everywhere is what the masks give
     where they take F_lq; on occluder pixels, setting M there equals setting it everywhere;
     the learned masks come back afterwards, also after an error inside the block."""
-    from sgpn.generator import overridden_masks
+    from sgpn.nets.generator import overridden_masks
 
     module = micro_module()
     results = mask_interventions(module, blind, batch_size=4)

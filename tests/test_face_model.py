@@ -3,11 +3,10 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from sgpn import camera, coefficients
-from sgpn.face_model import DEFAULT_LIGHT, FaceModel, light_from, load_bfm, load_face_model
-
 from conftest import write_bfm_mat
+
+from sgpn.face3d import camera, coefficients
+from sgpn.face3d.face_model import DEFAULT_LIGHT, FaceModel, light_from, load_bfm, load_face_model
 
 
 @pytest.fixture
@@ -171,7 +170,7 @@ def open_model():
 
 @pytest.mark.parametrize("direction", ["above", "below", "left", "right"])
 def test_light_from_lights_the_side_it_names_as_the_viewer_sees_it(open_model, direction):
-    from sgpn.renderer import Renderer
+    from sgpn.face3d.renderer import Renderer
 
     coeffs = torch.zeros(2, coefficients.NUM_COEFFS)
     band, value = light_from(direction, 0.5)

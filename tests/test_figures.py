@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from sgpn.evaluation import KIT_DIR, VARIANTS
+from sgpn.evaluation.kit_models import VARIANTS
 from sgpn.figures import FIGURES, make_figures
+from sgpn.paths import KIT_CHECKPOINTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.skipif(not all((KIT_DIR / f).is_file() for f in VARIANTS.values()),
+@pytest.mark.skipif(not all((KIT_CHECKPOINTS / f).is_file() for f in VARIANTS.values()),
                     reason="kit checkpoints absent (make checkpoints, make ablation)")
 def test_every_figure_is_drawn(tmp_path):
     written = make_figures(tmp_path, num_images=8)

@@ -1,5 +1,5 @@
-"""FRRffusion at kit scale: HFDG's attention (sgpn.hfdg), FMAR, the U-Net baseline and their
-LightningModule (sgpn.frr), and the pair data module (sgpn.data.pairs)."""
+"""FRRffusion at kit scale: HFDG's attention (sgpn.nets.hfdg), FMAR, the U-Net baseline and their
+LightningModule (sgpn.nets.frr_stages), and the pair data module (sgpn.retouch.pairs)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from sgpn.data.pairs import RetouchDataModule, RetouchedFaces
-from sgpn.frr import FMAR, FRRffusion, FRRModule, resize
-from sgpn.hfdg import HFDG, OverlappingCrossAttention, WindowAttention, relative_position_index
-from sgpn.training import to_image, to_network
+from sgpn.images import to_image, to_network
+from sgpn.nets.fmar import FMAR, resize
+from sgpn.nets.hfdg import HFDG, OverlappingCrossAttention, WindowAttention, relative_position_index
+from sgpn.retouch.pairs import RetouchDataModule, RetouchedFaces
+from sgpn.retouch.pipeline import FRRffusion
+from sgpn.training import FRRModule
 
 TINY = {"fmar": {"channels": (16, 32), "layers": 1, "attention_at": 8},
         "hfdg": {"channels": 16, "groups": 1, "depth": 2, "heads": 2},
@@ -172,8 +174,9 @@ def test_hfdg_trains_on_fmar_samples_drawn_once(tmp_path):
     import lightning as L
 
     from sgpn.data.procedural import derive_seed
-    from sgpn.frr import fmar_samples, resize
-    from sgpn.training import to_network
+    from sgpn.images import to_network
+    from sgpn.nets.fmar import resize
+    from sgpn.retouch.pipeline import fmar_samples
 
     fmar = FRRModule("fmar", size=32, low_size=16, network=TINY["fmar"], sample_steps=2)
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""Face retouching reversal, measured (sgpn.frr_evaluation): the rows, the identity-shape error,
+"""Face retouching reversal, measured (sgpn.retouch.evaluation): the rows, the identity-shape error,
 the VGG similarity and what is unavailable; on untrained micro stages (the plumbing), and on the
 kit's committed stages (the story notebook 10 tells)."""
 
@@ -7,13 +7,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sgpn.evaluation import KIT_DIR
-from sgpn.face_model import load_face_model
-from sgpn.frr import FRRModule, resize
-from sgpn.frr_evaluation import (CLIP_UNAVAILABLE, FRR_CHECKPOINTS, FRR_ROWS, frr_evaluation, frr_limits,
-                                 frr_outputs, frr_test_set, identity_error, load_frr_stage, load_kit_frr)
-from sgpn.metrics import VGG_FILE, VGGSimilarity, WeightsUnavailable, build_vgg_similarity
-from sgpn.training import build_prior, to_image, to_network
+from sgpn.checkpoints import load
+from sgpn.evaluation.perceptual import VGG_FILE, VGGSimilarity, WeightsUnavailable, build_vgg_similarity
+from sgpn.face3d.face_model import load_face_model
+from sgpn.images import to_image, to_network
+from sgpn.nets.fmar import resize
+from sgpn.nets.shape_prior import build_shape_prior
+from sgpn.paths import KIT_CHECKPOINTS
+from sgpn.retouch.evaluation import (CLIP_UNAVAILABLE, FRR_CHECKPOINTS, FRR_ROWS, frr_evaluation, frr_limits,
+                                     frr_outputs, frr_test_set, identity_error, load_kit_frr)
+from sgpn.training import FRRModule
 
 MICRO = {"fmar": {"channels": (16, 32), "layers": 1, "attention_at": None},
          "hfdg": {"channels": 8, "groups": 1, "depth": 2, "heads": 2},
@@ -23,7 +26,7 @@ MICRO = {"fmar": {"channels": (16, 32), "layers": 1, "attention_at": None},
 @pytest.fixture(scope="module")
 def teacher():
     torch.manual_seed(0)
-    prior = build_prior(load_face_model(), {"backbone": "resnet18_2stages", "input_size": 32}, "resize").eval()
+    prior = build_shape_prior(load_face_model(), {"backbone": "resnet18_2stages", "input_size": 32}, "resize").eval()
     with torch.no_grad():  # heads that read the image: identity coefficients differ between faces
         for head in prior.regressor.final_layers:
             head.weight.normal_(0, 0.05)
@@ -113,17 +116,17 @@ def test_the_limits_of_untrained_micro_stages_are_their_inputs(pairs):
 
 def test_a_missing_stage_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="frr_fmar"):
-        load_frr_stage(tmp_path / "frr_fmar_tiny.ckpt")
+        load(tmp_path / "frr_fmar_tiny.ckpt")
 
 
-KIT_HAS_FRR = all((KIT_DIR / name).is_file() for name in FRR_CHECKPOINTS.values())
+KIT_HAS_FRR = all((KIT_CHECKPOINTS / name).is_file() for name in FRR_CHECKPOINTS.values())
 
 
 @pytest.mark.skipif(not KIT_HAS_FRR, reason="the kit's FRR checkpoints are not built (make frr)")
 def test_the_kit_stages_undo_retouching():
     """On 32 held-out pairs: FMAR + HFDG is closer to the raw face than the retouched input is,
     and HFDG adds to FMAR's upsampled face (PSNR)."""
-    from sgpn.metrics import pixel_metrics
+    from sgpn.evaluation.metrics import pixel_metrics
 
     stages = load_kit_frr()
     pairs = frr_test_set(num_images=32, size=stages["fmar"].hparams.size)
@@ -135,7 +138,7 @@ def test_the_kit_stages_undo_retouching():
 def test_a_stage_exports_compact_and_loads(tmp_path):
     import lightning as L
 
-    from sgpn.checkpoints import export_checkpoint
+    from sgpn.training.export import export_checkpoint
 
     torch.manual_seed(0)
     module = FRRModule("unet", size=32, low_size=16, network=MICRO["unet"])
@@ -146,7 +149,7 @@ def test_a_stage_exports_compact_and_loads(tmp_path):
                 "pytorch-lightning_version": L.__version__}, saved)
     compact = export_checkpoint(saved, tmp_path / "frr_unet.ckpt", compact=True)
     assert compact.stat().st_size < 0.6 * saved.stat().st_size
-    loaded = load_frr_stage(compact)
+    loaded = load(compact)
     assert loaded.hparams.stage == "unet" and next(loaded.parameters()).dtype == torch.float32
     face = torch.rand(2, 3, 32, 32)
     torch.testing.assert_close(loaded.net(face), module.eval().net(face), rtol=0.01, atol=0.01)

@@ -2,18 +2,10 @@ import json
 
 import pytest
 import torch
-
-from sgpn.generator import (
-    AFFB,
-    CONFIGS,
-    GeneratorConfig,
-    SGPNGenerator,
-    get_config,
-    parameter_count,
-    state_dict_numel,
-)
-
 from conftest import SHARED
+
+from sgpn.nets.generator import (AFFB, CONFIGS, GeneratorConfig, SGPNGenerator, get_config, parameter_count,
+                                 state_dict_numel)
 
 REFERENCE = SHARED / "reference"
 OFFICIAL_JSON = REFERENCE / "official_sgpn512_state_dict.json"
@@ -34,9 +26,9 @@ def inputs(config: GeneratorConfig, batch: int = 2, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     size = config.size
     lq = torch.rand(batch, 3, size, size, generator=g) * 2 - 1
-    d3d = torch.rand(batch, 3, size, size, generator=g) * 2 - 1
+    i3d = torch.rand(batch, 3, size, size, generator=g) * 2 - 1
     coeff = torch.randn(batch, 257, generator=g) * 0.5
-    return lq, d3d, coeff
+    return lq, i3d, coeff
 
 
 def open_injection(model: SGPNGenerator, value: float = 0.3) -> SGPNGenerator:
@@ -173,35 +165,35 @@ def test_variant_a_ignores_the_3d_render():
     model = open_injection(SGPNGenerator("tiny", fusion="lq_only")).eval()
     assert model.config.mapping_in == model.config.encoder_style_dim + 257
     assert not any("convs_mask" in name for name in model.state_dict())
-    lq, d3d, coeff = inputs(model.config)
+    lq, i3d, coeff = inputs(model.config)
     with torch.no_grad():
-        out, masks = model(lq, d3d, coeff, return_masks=True)
+        out, masks = model(lq, i3d, coeff, return_masks=True)
         assert out.shape == (2, 3, 64, 64) and masks == {}
-        assert torch.equal(out, model(lq, torch.rand_like(d3d) * 2 - 1, coeff))
+        assert torch.equal(out, model(lq, torch.rand_like(i3d) * 2 - 1, coeff))
         assert torch.equal(out, model(lq, None, coeff))
-        assert not torch.equal(out, model(lq, d3d, coeff + 0.5))  # coefficients still count
+        assert not torch.equal(out, model(lq, i3d, coeff + 0.5))  # coefficients still count
 
 
 def test_variant_b_sums_features_without_masks():
     model = open_injection(SGPNGenerator("tiny", fusion="sum")).eval()
     assert not any("convs_mask" in name for name in model.state_dict())
-    lq, d3d, coeff = inputs(model.config)
+    lq, i3d, coeff = inputs(model.config)
     with torch.no_grad():
-        out, masks = model(lq, d3d, coeff, return_masks=True)
+        out, masks = model(lq, i3d, coeff, return_masks=True)
         assert out.shape == (2, 3, 64, 64) and masks == {}
-        assert not torch.equal(out, model(lq, torch.rand_like(d3d) * 2 - 1, coeff))
+        assert not torch.equal(out, model(lq, torch.rand_like(i3d) * 2 - 1, coeff))
 
 
 def test_full_model_depends_on_the_3d_render_once_injection_opens():
     model = SGPNGenerator("tiny").eval()
-    lq, d3d, coeff = inputs(model.config)
-    other = torch.rand_like(d3d) * 2 - 1
+    lq, i3d, coeff = inputs(model.config)
+    other = torch.rand_like(i3d) * 2 - 1
     with torch.no_grad():
         # at initialisation the spatial features enter only through z of the encoder
-        changed_z = model(lq, other, coeff) - model(lq, d3d, coeff)
+        changed_z = model(lq, other, coeff) - model(lq, i3d, coeff)
         assert changed_z.abs().max() > 0
         open_injection(model)
-        assert not torch.equal(model(lq, d3d, coeff), model(lq, other, coeff))
+        assert not torch.equal(model(lq, i3d, coeff), model(lq, other, coeff))
 
 
 # -- gradients and input checks -------------------------------------------------------------
@@ -226,20 +218,20 @@ def test_mask_convs_get_no_gradient_while_injection_is_closed():
 
 def test_clear_errors_for_bad_inputs():
     model = SGPNGenerator("tiny")
-    lq, d3d, coeff = inputs(model.config)
+    lq, i3d, coeff = inputs(model.config)
     with pytest.raises(ValueError, match=r"lq must have shape \(B, 3, 64, 64\)"):
-        model(lq[:, :, :32, :32], d3d, coeff)
-    with pytest.raises(ValueError, match=r"d3d must have shape"):
-        model(lq, d3d[:, :1], coeff)
+        model(lq[:, :, :32, :32], i3d, coeff)
+    with pytest.raises(ValueError, match=r"i3d must have shape"):
+        model(lq, i3d[:, :1], coeff)
     with pytest.raises(ValueError, match="NaN"):
-        model(lq, d3d.clone().fill_(float("nan")), coeff)
+        model(lq, i3d.clone().fill_(float("nan")), coeff)
     with pytest.raises(ValueError, match=r"coeff must have shape \(B, 257\)"):
-        model(lq, d3d, coeff[:, :200])
+        model(lq, i3d, coeff[:, :200])
     with pytest.raises(ValueError, match="batch sizes differ"):
-        model(lq, d3d[:1], coeff)
+        model(lq, i3d[:1], coeff)
     with pytest.raises(TypeError, match="floating-point"):
-        model(lq.to(torch.uint8), d3d, coeff)
-    with pytest.raises(TypeError, match="d3d must be a torch.Tensor"):
+        model(lq.to(torch.uint8), i3d, coeff)
+    with pytest.raises(TypeError, match="i3d must be a torch.Tensor"):
         model(lq, None, coeff)  # only variant A may leave out the render
 
 

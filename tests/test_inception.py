@@ -9,9 +9,9 @@ from unittest import mock
 import pytest
 import torch
 
-from sgpn import inception
-from sgpn.inception import StandardInception, inception_file, to_inception_input
-from sgpn.metrics import MetricSuite
+from sgpn.evaluation import inception
+from sgpn.evaluation.inception import StandardInception, inception_file, to_inception_input
+from sgpn.evaluation.metrics import MetricSuite
 
 
 @pytest.fixture(autouse=True)

@@ -5,15 +5,15 @@ are tested with the real Inception in test_inception.py."""
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
-from sgpn import coefficients, metrics
-from sgpn.face_model import FaceModel, load_bfm
-from sgpn.metrics import MetricResult, MetricSuite
+from sgpn.evaluation import metrics
+from sgpn.evaluation.metrics import MetricResult, MetricSuite
+from sgpn.face3d import coefficients
+from sgpn.face3d.face_model import FaceModel, load_bfm
 
 
 @pytest.fixture(autouse=True)
@@ -219,8 +219,8 @@ def face_model(bfm_path) -> FaceModel:
 
 @pytest.fixture
 def teacher(face_model):
-    from sgpn.regressor import CoefficientRegressor
-    from sgpn.shape_prior import ShapePrior
+    from sgpn.nets.regressor import CoefficientRegressor
+    from sgpn.nets.shape_prior import ShapePrior
 
     prior = ShapePrior(CoefficientRegressor("shufflenet_v2_x0_5", input_size=64), face_model)
     with torch.no_grad():  # non-zero heads, so the landmarks depend on the image
@@ -230,7 +230,7 @@ def teacher(face_model):
 
 
 def frame_to_crop(teacher, points: torch.Tensor, size: int) -> torch.Tensor:
-    from sgpn.shape_prior import crop_to_frame_matrix, invert_similarity
+    from sgpn.nets.shape_prior import crop_to_frame_matrix, invert_similarity
 
     back = invert_similarity(crop_to_frame_matrix(size, teacher.frame_size))
     return points @ back[:, :2].T + back[:, 2]

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from sgpn import camera
-from sgpn.face_model import FaceModel, load_face_model
-from sgpn.open_face import build_open_face_model
+from sgpn.face3d import camera
+from sgpn.face3d.builtin_model import build_open_face_model
+from sgpn.face3d.face_model import FaceModel, load_face_model
 
 # D3DFR's 5-point 3D template: eye centres, nose tip, mouth corners.
 D3DFR_FIVE_POINTS = np.array([

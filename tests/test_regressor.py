@@ -3,18 +3,11 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from sgpn.regressor import HEAD_SIZES, INPUT_SIZE, CoefficientRegressor
-from sgpn.shape_prior import (
-    D3DFR_LANDMARKS_3D,
-    ShapePrior,
-    _fit_scale_translation,
-    crop_to_d3dfr_matrix,
-    invert_similarity,
-    template_points,
-)
-
 from conftest import SHARED
+
+from sgpn.nets.regressor import HEAD_SIZES, INPUT_SIZE, CoefficientRegressor
+from sgpn.nets.shape_prior import (D3DFR_LANDMARKS_3D, ShapePrior, _fit_scale_translation, crop_to_d3dfr_matrix,
+                                   invert_similarity, template_points)
 
 D3DFR_JSON = SHARED / "reference" / "d3dfr_recon_state_dict.json"
 #: torchvision ResNet-50 without fc (23,508,032) plus seven heads on 2048 features (526,593).

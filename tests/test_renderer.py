@@ -1,14 +1,11 @@
-import math
 
-import numpy as np
 import pytest
 import torch
-
-from sgpn import camera
-from sgpn.face_model import FaceModel, load_bfm
-from sgpn.renderer import Renderer, rasterize, rasterize_pytorch3d
-
 from conftest import grid_mesh
+
+from sgpn.face3d import camera
+from sgpn.face3d.face_model import FaceModel, load_bfm
+from sgpn.face3d.renderer import Renderer, rasterize, rasterize_pytorch3d
 
 
 def mesh(rows=14, cols=12, **kw):
@@ -101,7 +98,7 @@ def test_gradients_through_barycentrics():
     weights = torch.rand(1, 3, 24, 24, dtype=torch.double)
 
     def render(verts, cols):
-        from sgpn.face_model import FaceOutput
+        from sgpn.face3d.face_model import FaceOutput
 
         face = FaceOutput(*([None] * 2), None, None, cols, verts[:, :68], None)._replace(vertices=verts)
         out = Renderer(24, backend="fast")(face, faces)

@@ -9,13 +9,13 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED
 from PIL import Image
 
-from conftest import SHARED
-from sgpn.checkpoints import load_sgpn
+from sgpn.checkpoints import load
 from sgpn.cli import main
 from sgpn.data.folder import read_rgb
-from sgpn.restore import restore_photo
+from sgpn.photo.restore import restore_photo
 
 KIT_MODEL = Path(__file__).resolve().parents[1] / "kit_checkpoints" / "sgpn_tiny.ckpt"
 GRACE_HOPPER = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
@@ -24,7 +24,7 @@ REAL_LQ = SHARED / "data" / "real_lq"
 
 @pytest.fixture(scope="module")
 def model():
-    return load_sgpn(KIT_MODEL)
+    return load(KIT_MODEL)
 
 
 def check_restored(photo: torch.Tensor, restored) -> None:
@@ -77,7 +77,7 @@ def test_a_folder_with_bad_files_loses_and_mixes_up_nothing(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["restore", "--ckpt", str(KIT_MODEL), str(photos), str(out), "--details"]) == 0
     text = capsys.readouterr().out
-    assert "kit model" in text and "trained on synthetic faces" in text
+    assert "teaching model" in text and "trained on synthetic faces" in text and "SGPN_OFFICIAL" in text
     assert "skipped" in text and "b_corrupt.jpg" in text and "c_tiny.png" in text and "too small" in text
     assert "d_no_face.png: no face found, copied unchanged" in text
     written = sorted(p.name for p in out.iterdir() if "_face0_" not in p.name)
@@ -95,8 +95,9 @@ def write_official_folder(folder: Path, bfm_name: str = "BFM/BFM09_model_info.ma
     """The release's files with random weights: a generator in its format (the tiny config, to
     keep the test small), the D3DFR ResNet-50 as ``{"net_recon": ...}`` and a BFM fixture."""
     from conftest import write_bfm_mat
-    from sgpn.generator import SGPNGenerator
-    from sgpn.regressor import CoefficientRegressor
+
+    from sgpn.nets.generator import SGPNGenerator
+    from sgpn.nets.regressor import CoefficientRegressor
 
     torch.manual_seed(0)
     (folder / Path(bfm_name).parent).mkdir(parents=True, exist_ok=True)
@@ -108,11 +109,11 @@ def write_official_folder(folder: Path, bfm_name: str = "BFM/BFM09_model_info.ma
 
 @pytest.mark.parametrize("bfm_name", ["BFM/BFM09_model_info.mat", "BFM_model_front.mat"])
 def test_official_weights_run_the_release_pipeline(tmp_path, bfm_name):
-    from sgpn.face_model import FaceModel, load_bfm
-    from sgpn.generator import SGPNGenerator
-    from sgpn.official import load_official
-    from sgpn.regressor import CoefficientRegressor
-    from sgpn.shape_prior import ShapePrior
+    from sgpn.face3d.face_model import FaceModel, load_bfm
+    from sgpn.nets.generator import SGPNGenerator
+    from sgpn.nets.regressor import CoefficientRegressor
+    from sgpn.nets.shape_prior import ShapePrior
+    from sgpn.photo.official import load_official
 
     files = write_official_folder(tmp_path, bfm_name)
     official = load_official(tmp_path, generator_config="tiny")
@@ -125,14 +126,14 @@ def test_official_weights_run_the_release_pipeline(tmp_path, bfm_name):
     with torch.no_grad():
         shape = prior(crop * 2 - 1)
         output = generator(crop * 2 - 1, shape.image, shape.coeffs)
-    torch.testing.assert_close(restored.d3d, (shape.image + 1) / 2)
+    torch.testing.assert_close(restored.i3d, (shape.image + 1) / 2)
     torch.testing.assert_close(restored.output, ((output + 1) / 2).clamp(0, 1))
-    with pytest.raises(ValueError, match="64 px crops"):
+    with pytest.raises(ValueError, match=r"\(B, 3, 64, 64\)"):
         official.restore(torch.rand(1, 3, 32, 32))
 
 
 def test_official_folder_must_be_complete(tmp_path):
-    from sgpn.official import load_official
+    from sgpn.photo.official import load_official
 
     (tmp_path / "sgpn.pth").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match="d3dfr_finetune_ours.pth.*BFM09_model_info.mat"):

@@ -1,4 +1,4 @@
-"""The synthetic retouch (sgpn.retouch) and the retouched/raw pair datasets (sgpn.data.pairs)."""
+"""The synthetic retouch (sgpn.retouch.synthetic_retouch) and the retouched/raw pair datasets (sgpn.retouch.pairs)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from sgpn.data import SyntheticFaces
-from sgpn.data.pairs import FolderPairs, RetouchedFaces
 from sgpn.data.procedural import FaceFrame
-from sgpn.retouch import PARTS, Retouch, describe, face_regions
+from sgpn.data.synthetic import SyntheticFaces
+from sgpn.retouch.pairs import FolderPairs, RetouchedFaces
+from sgpn.retouch.synthetic_retouch import PARTS, Retouch, describe, face_regions
 
 OFF = {part: 0.0 for part in PARTS}
 
@@ -171,7 +171,7 @@ def test_folder_pairs_refuse_an_image_without_its_partner(tmp_path):
 
 
 def test_each_part_alone_and_all_together():
-    from sgpn.retouch import each_part
+    from sgpn.retouch.synthetic_retouch import each_part
 
     face = SyntheticFaces(64, 1, seed=2)[0]
     params = {"smooth": 0.8, "brighten": 0.3, "lips": 0.0, "slim": 0.06, "jaw": 0.0, "eyes": 0.1, "lipstick": "coral"}
@@ -183,7 +183,7 @@ def test_each_part_alone_and_all_together():
 
 
 def test_retouch_sliders_redraw_headless():
-    from sgpn.widgets import RetouchSliders
+    from sgpn.app.widgets import RetouchSliders
 
     face = SyntheticFaces(64, 1, seed=2)[0]
     sliders = RetouchSliders(face)

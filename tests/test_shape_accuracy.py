@@ -5,13 +5,12 @@ import math
 import pytest
 import torch
 
-from sgpn import coefficients
-from sgpn.face_model import FaceModel, load_bfm, load_face_model
-from sgpn.shape_accuracy import (
-    BENCH_GROUPS, PART_GROUPS, coefficient_r2, component_moves_px, group_indices, group_r2, landmark_readout,
-    per_vertex_error, pose_errors_deg,
-)
-from sgpn.losses import FaceSpaceLoss
+from sgpn.evaluation.shape_accuracy import (BENCH_GROUPS, PART_GROUPS, coefficient_r2, component_moves_px,
+                                            group_indices, group_r2, landmark_readout, per_vertex_error,
+                                            pose_errors_deg)
+from sgpn.face3d import coefficients
+from sgpn.face3d.face_model import FaceModel, load_bfm, load_face_model
+from sgpn.training.losses import FaceSpaceLoss
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +126,8 @@ def test_synthetic_faces_draw_their_coefficients_with_synthetic_coefficients(ope
 def test_component_moves_are_the_rms_vertex_move_in_pixels(open_model):
     """One standard deviation of identity 1 and of expression 3, moved vertex by vertex and
     measured in pixels of a 64 px crop, and twice as many pixels at 128 px."""
-    from sgpn import camera
-    from sgpn.face_model import RANDOM_STD
+    from sgpn.face3d import camera
+    from sgpn.face3d.face_model import RANDOM_STD
 
     moves = component_moves_px(open_model, 64, count=4)
     assert moves["id"].shape == moves["exp"].shape == (4,)

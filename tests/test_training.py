@@ -16,16 +16,18 @@ import pytest
 import torch
 from PIL import Image
 
-from sgpn import coefficients
-from sgpn.callbacks import TrainingBudget
+from sgpn.checkpoints import load, training_minutes
 from sgpn.cli import main
-from sgpn.face_model import load_face_model
-from sgpn.regressor import CoefficientRegressor
-from sgpn.shape_prior import ShapePrior, crop_to_d3dfr_matrix, crop_to_frame_matrix
-from sgpn.checkpoints import export_checkpoint, load_sgpn, load_shape_prior, training_minutes
-from sgpn.losses import MeshLoss, landmarks_3d, resolve_perceptual, vgg16_weights_file
-from sgpn.training import SGPNModule, TeacherModule, check_images
-from sgpn.metrics import vertex_error
+from sgpn.evaluation.metrics import vertex_error
+from sgpn.face3d import coefficients
+from sgpn.face3d.face_model import load_face_model
+from sgpn.images import batch_images
+from sgpn.nets.regressor import CoefficientRegressor
+from sgpn.nets.shape_prior import ShapePrior, crop_to_d3dfr_matrix, crop_to_frame_matrix
+from sgpn.training import SGPNModule, TeacherModule
+from sgpn.training.callbacks import TrainingBudget
+from sgpn.training.export import export_checkpoint
+from sgpn.training.losses import MeshLoss, resolve_perceptual, vgg16_weights_file
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -43,7 +45,7 @@ def face_model():
 def test_landmarks_3d_match_the_full_face_model(face_model):
     coeffs = face_model.random_coefficients(3, generator=torch.Generator().manual_seed(0))
     coeffs[:, coefficients.SLICES["trans"]] = torch.tensor([0.1, -0.05, 0.3])
-    torch.testing.assert_close(landmarks_3d(face_model, coeffs), face_model(coeffs).landmarks_3d,
+    torch.testing.assert_close(face_model.landmarks_3d(coeffs), face_model(coeffs).landmarks_3d,
                                rtol=1e-5, atol=1e-5)
 
 
@@ -99,13 +101,13 @@ def test_small_regressor_and_its_frame():
 def test_bad_inputs_get_clear_errors(tmp_path):
     good = torch.rand(2, 3, 32, 32)
     with pytest.raises(KeyError, match="no 'lq' images"):
-        check_images({"hq": good}, "lq")
+        batch_images({"hq": good}, "lq")
     with pytest.raises(ValueError, match="works at 64 px"):
-        check_images({"hq": good}, "hq", 64)
+        batch_images({"hq": good}, "hq", 64)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        check_images({"hq": good * 2 - 1}, "hq")
+        batch_images({"hq": good * 2 - 1}, "hq")
     with pytest.raises(ValueError, match="NaN"):
-        check_images({"hq": torch.full_like(good, float("nan"))}, "hq")
+        batch_images({"hq": torch.full_like(good, float("nan"))}, "hq")
     with pytest.raises(ValueError, match="need a frozen teacher"):
         SGPNModule(generator="tiny", teacher_ckpt=None)
     with pytest.raises(ValueError, match="perceptual must be one of"):
@@ -117,7 +119,7 @@ def test_bad_inputs_get_clear_errors(tmp_path):
         with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
             resolve_perceptual("vgg16")
     with pytest.raises(FileNotFoundError):
-        load_sgpn(tmp_path / "absent.ckpt")
+        load(tmp_path / "absent.ckpt")
 
 
 # -- the Lightning CLI on the micro configuration -----------------------------------------------
@@ -172,13 +174,13 @@ def test_teacher_fit_writes_a_loadable_checkpoint(micro_teacher, tmp_path):
     exported = export_checkpoint(micro_teacher, tmp_path / "teacher.ckpt")
     minutes = training_minutes(exported)  # the TrainingBudget callback's clock survives the export
     assert minutes is not None and 0 < minutes < 5
-    prior = load_shape_prior(exported)
+    prior = load(exported)
     torch.testing.assert_close(prior.regressor.state_dict(), teacher.prior.regressor.state_dict())
 
 
 def test_bench_shape_measures_the_teacher_and_the_lq_regressor(micro_teacher, tmp_path):
     from sgpn.bench import bench_shape
-    from sgpn.shape_accuracy import BENCH_GROUPS, ROW_TITLES
+    from sgpn.evaluation.shape_accuracy import BENCH_GROUPS, ROW_TITLES
 
     exported = export_checkpoint(micro_teacher, tmp_path / "teacher.ckpt")
     result = bench_shape(str(exported), str(exported), num_images=8)
@@ -193,10 +195,10 @@ def test_bench_shape_measures_the_teacher_and_the_lq_regressor(micro_teacher, tm
 
 def test_load_shape_prior_names_what_is_wrong(tmp_path):
     with pytest.raises(FileNotFoundError, match="make shape-prior"):
-        load_shape_prior(tmp_path / "missing.ckpt")
+        load(tmp_path / "missing.ckpt")
     torch.save({"state_dict": {}}, tmp_path / "bare.ckpt")
     with pytest.raises(ValueError, match="not a kit teacher checkpoint"):
-        load_shape_prior(tmp_path / "bare.ckpt")
+        load(tmp_path / "bare.ckpt")
 
 
 def test_training_budget_rejects_a_non_positive_budget():
@@ -272,11 +274,11 @@ def test_restore_and_export(tmp_path, micro_teacher, micro_run, capsys):
     checkpoint = micro_run / "runs" / "micro" / "checkpoints" / "last.ckpt"
     small = export_checkpoint(checkpoint, tmp_path / "small.ckpt")
     assert small.stat().st_size < checkpoint.stat().st_size
-    full, exported = load_sgpn(checkpoint), load_sgpn(small)
+    full, exported = load(checkpoint), load(small)
     for name, value in full.state_dict().items():
         assert torch.equal(exported.state_dict()[name], value), name
     with pytest.raises(ValueError, match="holds no generator weights"):
-        load_sgpn(micro_teacher)
+        load(micro_teacher)
 
     faces = tmp_path / "faces"
     (faces / "sub").mkdir(parents=True)
@@ -298,7 +300,7 @@ def test_restore_and_export(tmp_path, micro_teacher, micro_run, capsys):
 def test_compact_export_keeps_what_restoring_needs(tmp_path, micro_run):
     checkpoint = micro_run / "runs" / "micro" / "checkpoints" / "last.ckpt"
     compact = export_checkpoint(checkpoint, tmp_path / "compact.ckpt", compact=True)
-    full, loaded = load_sgpn(checkpoint), load_sgpn(compact)
+    full, loaded = load(checkpoint), load(compact)
     assert compact.stat().st_size < 0.4 * export_checkpoint(checkpoint, tmp_path / "plain.ckpt").stat().st_size
     for name, value in full.state_dict().items():
         if name.startswith("discriminator."):
@@ -312,7 +314,7 @@ def test_compact_export_keeps_what_restoring_needs(tmp_path, micro_run):
     data["state_dict"].pop(next(iter(data["state_dict"])))
     torch.save(data, tmp_path / "broken.ckpt")
     with pytest.raises(KeyError, match="missing"):
-        load_sgpn(tmp_path / "broken.ckpt")
+        load(tmp_path / "broken.ckpt")
 
 
 def test_test_subcommand_reports_scores(tmp_path, micro_teacher, micro_run, capsys):
@@ -333,10 +335,9 @@ def test_test_subcommand_reports_scores(tmp_path, micro_teacher, micro_run, caps
 
 @pytest.mark.skipif(not (KIT / "sgpn_tiny.ckpt").is_file(), reason="kit checkpoints absent (make checkpoints)")
 def test_kit_checkpoints_load_and_restore():
-    from sgpn.data import FaceDataModule
-
-    from sgpn.evaluation import TASK_MODELS, VARIANTS, load_kit
-    from sgpn.frr_evaluation import FRR_CHECKPOINTS
+    from sgpn.data.datamodule import FaceDataModule
+    from sgpn.evaluation.kit_models import TASK_MODELS, VARIANTS, load_kit
+    from sgpn.retouch.evaluation import FRR_CHECKPOINTS
 
     sizes = {p.name: p.stat().st_size for p in KIT.glob("*.ckpt")}
     task_files = [file for _, file in TASK_MODELS.values()]
@@ -346,7 +347,7 @@ def test_kit_checkpoints_load_and_restore():
     assert sizes["teacher_tiny.ckpt"] + sizes["regressor_lq_tiny.ckpt"] + sizes["sgpn_tiny.ckpt"] <= 20 * 2**20
     assert sum(size for name, size in sizes.items() if name not in FRR_CHECKPOINTS.values()) <= 25 * 2**20
     teacher = TeacherModule.load_from_checkpoint(KIT / "teacher_tiny.ckpt", weights_only=True).eval()
-    module = load_sgpn(KIT / "sgpn_tiny.ckpt")
+    module = load(KIT / "sgpn_tiny.ckpt")
     variants = {name: load_kit(name).hparams for name in [*VARIANTS, *TASK_MODELS]}
     assert [(h.fusion, h.mesh_losses) for h in variants.values()] == [
         ("affb", True), ("lq_only", True), ("sum", True), ("affb", False), ("affb", True)]

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from sgpn import coefficients
-from sgpn.face_model import FaceModel, light_from, load_bfm
-from sgpn.widgets import CoefficientExplorer, EchoGuard, preview_mesh
+from sgpn.app.widgets import CoefficientExplorer, EchoGuard, preview_mesh
+from sgpn.face3d import coefficients
+from sgpn.face3d.face_model import FaceModel, light_from, load_bfm
 
 
 @pytest.fixture
@@ -122,7 +122,7 @@ def test_preview_mesh_reuses_vertices_and_stays_a_mesh(explorer):
 
 
 def test_mask_picker_offers_only_resolutions_with_masks_and_bounds_the_channel():
-    from sgpn.widgets import mask_figure, mask_picker
+    from sgpn.app.widgets import mask_figure, mask_picker
 
     masks = {(res, block): torch.rand(2, channels, res, res)
              for res, channels in ((16, 32), (32, 16), (64, 8)) for block in (0, 1)}

@@ -25,10 +25,11 @@ import lightning
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, default_collate
 
+from sgpn.data.degradations import build_degradation
 from sgpn.data.folder import FaceFolder
 from sgpn.data.procedural import derive_seed
 from sgpn.data.synthetic import SyntheticFaces
-from sgpn.degradations import build_degradation
+from sgpn.face3d.face_model import load_face_model
 
 SPLITS = ("train", "val", "test")
 
@@ -164,8 +165,6 @@ class FaceDataModule(lightning.LightningDataModule):
             self.datasets[split] = DegradedFaces(faces[split], self.degradation, seed, split, flip)
 
     def _synthetic_splits(self) -> dict[str, Dataset]:
-        from sgpn.face_model import load_face_model
-
         model = load_face_model()
         per_item = 5 * self.size**2 + 4 * (257 + 136)  # bytes: uint8 image, two bool masks, vectors
         splits = {}

@@ -1,0 +1,136 @@
+"""What AFFB's masks do: their mean on occluder, skin and background pixels per resolution, and
+the image error when they are set by hand."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from sgpn.data.face_painter import OCCLUDERS
+from sgpn.nets.generator import overridden_masks
+
+#: AFFB masks are analysed at these resolutions and above.
+AFFB_MIN_RESOLUTION = 16
+
+
+@dataclass
+class AFFBStatistics:
+    """Channel-mean AFFB masks (the weight of F_lq) on occluder and skin pixels, per resolution."""
+
+    occluder: dict[int, float]  # mean M over occluder pixels of all images
+    skin: dict[int, float]  # mean M over visible face pixels not covered by an occluder
+    background: dict[int, float]  # mean M where neither the face nor an occluder is (hair, backdrop)
+    per_image_ratio: dict[int, torch.Tensor]  # occluder / skin mean per image with occluders
+    mean_masks: dict[int, torch.Tensor]  # (N, 1, r, r) channel- and block-mean masks
+    num_images: int
+    occluder_l1: dict[str, float]  # mean |image - HQ| on occluder pixels: "output" and "i3d"
+    sunglasses_l1: dict[str, float]  # the same on faces whose only occluder is a pair of sunglasses
+
+    @property
+    def ratio(self) -> dict[int, float]:
+        return {r: self.occluder[r] / self.skin[r] for r in self.occluder}
+
+    def summary(self) -> dict:
+        """The pooled numbers, JSON-friendly (keys are resolutions as strings)."""
+        def rounded(values):
+            return {str(r): round(v, 4) for r, v in values.items()}
+
+        return {"images": self.num_images, "ratio": rounded(self.ratio),
+                "occluder_mean": rounded(self.occluder), "skin_mean": rounded(self.skin),
+                "background_mean": rounded(self.background),
+                **{f"occluder_l1_{name}": round(v, 4) for name, v in self.occluder_l1.items()},
+                **{f"sunglasses_l1_{name}": round(v, 4) for name, v in self.sunglasses_l1.items()}}
+
+
+@torch.no_grad()
+def affb_statistics(module, test_set: Mapping[str, torch.Tensor], batch_size: int = 64) -> AFFBStatistics:
+    """AFFB's mask M (F = F_3d + M (F_lq − F_3d), so M = 1 takes F_lq) averaged over channels and
+    both blocks at every resolution ≥ 16, on occluder against skin pixels; and the mean L1 to
+    the HQ image of the output and of I_3d on occluder pixels.
+
+    Occluder and face masks are area-averaged to each resolution; a cell counts as occluder
+    where an occluder covers more than half of it, as skin where the rendered face covers more
+    than half and no occluder touches it, as background where neither touches it.
+    """
+    if module.generator.config.fusion != "affb":
+        raise ValueError(f"AFFB statistics need a model with AFFB; this one has fusion="
+                         f"{module.generator.config.fusion!r}")
+
+    masks: dict[int, list[torch.Tensor]] = {}
+    errors: dict[str, list[torch.Tensor]] = {"output": [], "i3d": []}  # per image: summed |image - HQ|
+    for start in range(0, len(test_set["lq"]), batch_size):
+        restored = module.restore(test_set["lq"][start:start + batch_size])
+        hq = test_set["hq"][start:start + batch_size]
+        cover = test_set["occluder_mask"][start:start + batch_size].float()
+        for name, image in (("output", restored.output), ("i3d", restored.i3d)):
+            errors[name].append(((image - hq).abs() * cover).flatten(1).sum(1))
+        for res in sorted({r for r, _ in restored.masks if r >= AFFB_MIN_RESOLUTION}):
+            blocks = [m.mean(1, keepdim=True) for (r, _), m in restored.masks.items() if r == res]
+            masks.setdefault(res, []).append(torch.stack(blocks).mean(0))
+    mean_masks = {res: torch.cat(parts) for res, parts in masks.items()}
+    occluder, skin, background, per_image = {}, {}, {}, {}
+    for res, mask in mean_masks.items():
+        cover = F.adaptive_avg_pool2d(test_set["occluder_mask"].float(), res)
+        face = F.adaptive_avg_pool2d(test_set["face_mask"].float(), res)
+        on_occluder, on_skin = cover > 0.5, (face > 0.5) & (cover == 0)
+        occluder[res] = mask[on_occluder].mean().item()
+        skin[res] = mask[on_skin].mean().item()
+        background[res] = mask[(face == 0) & (cover == 0)].mean().item()
+        has = on_occluder.flatten(1).any(1) & on_skin.flatten(1).any(1)
+        sums = lambda where: (mask * where).flatten(1).sum(1) / where.flatten(1).sum(1).clamp(min=1)  # noqa: E731
+        per_image[res] = (sums(on_occluder) / sums(on_skin))[has]
+    pixels = 3 * test_set["occluder_mask"].float().flatten(1).sum(1)
+    only_sunglasses = test_set["occluders"][:, OCCLUDERS.index("sunglasses")] & (test_set["occluders"].sum(1) == 1)
+
+    def mean_l1(faces: torch.Tensor) -> dict[str, float]:
+        return {name: (torch.cat(parts)[faces].sum() / pixels[faces].sum().clamp(min=1)).item()
+                for name, parts in errors.items()}
+
+    return AFFBStatistics(occluder, skin, background, per_image, mean_masks, len(test_set["lq"]),
+                          mean_l1(torch.ones_like(only_sunglasses)), mean_l1(only_sunglasses))
+
+
+#: Hand-set AFFB masks for :func:`mask_interventions`: each a function of the learned mask
+#: ``(B, C, r, r)`` and the occluder cells at its resolution ``(B, 1, r, r)`` (bool).
+MASK_INTERVENTIONS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "learned": lambda mask, occluder: mask,
+    "M = 1 on occluders": lambda mask, occluder: torch.where(occluder, 1.0, mask),
+    "M = 0 on occluders": lambda mask, occluder: torch.where(occluder, 0.0, mask),
+    "M = 0.5 everywhere": lambda mask, occluder: torch.full_like(mask, 0.5),
+    "M = 1 everywhere (F_lq only)": lambda mask, occluder: torch.ones_like(mask),
+    "M = 0 everywhere (F_3d only)": lambda mask, occluder: torch.zeros_like(mask),
+}
+
+
+@torch.no_grad()
+def mask_interventions(module, test_set: Mapping[str, torch.Tensor], batch_size: int = 64) -> dict[str, dict[str, float]]:
+    """What AFFB's masks do, found by setting them by hand (:data:`MASK_INTERVENTIONS`) in every
+    block: the mean L1 to the HQ face over occluder pixels (``occluder_l1``) and over the whole
+    image (``l1``), each setting on the same faces. A channel-mean mask near 0.5 can hide masks
+    that choose per channel; these numbers tell the two apart. Occluder cells as in
+    :func:`affb_statistics` (more than half covered)."""
+    if module.generator.config.fusion != "affb":
+        raise ValueError(f"mask interventions need a model with AFFB; this one has fusion={module.generator.config.fusion!r}")
+    cover_all = test_set["occluder_mask"].float()
+    if not cover_all.any():
+        raise ValueError("the test set has no occluder pixels: draw it with occluder_prob > 0")
+    results = {}
+    for name, setting in MASK_INTERVENTIONS.items():
+        occluder_error = image_error = 0.0
+        for start in range(0, len(test_set["lq"]), batch_size):
+            cover = cover_all[start:start + batch_size]
+
+            def override(mask, cover=cover):
+                return setting(mask, F.adaptive_avg_pool2d(cover, mask.shape[-1]) > 0.5)
+
+            with overridden_masks(module.generator, override):
+                output = module.restore(test_set["lq"][start:start + batch_size]).output
+            error = (output - test_set["hq"][start:start + batch_size]).abs()
+            occluder_error += (error * cover).sum().item()
+            image_error += error.sum().item()
+        results[name] = {"occluder_l1": occluder_error / (3 * cover_all.sum().item()),
+                         "l1": image_error / test_set["hq"].numel()}
+    return results
