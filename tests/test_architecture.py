@@ -98,6 +98,20 @@ def test_no_subpackage_imports_itself_round_about():
     assert cycle is None, " -> ".join(cycle)
 
 
+#: The rooms from the bottom up, as the README lists them: each imports only rooms before it.
+LAYERS = [{"sgpn.images", "sgpn.paths", "sgpn.weights"}, {"sgpn.face3d"}, {"sgpn.nets"}, {"sgpn.data"},
+          {"sgpn.photo"}, {"sgpn.checkpoints"}, {"sgpn.evaluation"}, {"sgpn.retouch"}, {"sgpn.training"},
+          {"sgpn.app"}, {"sgpn.figures", "sgpn.bench"}, {"sgpn.cli"}]
+
+
+def test_each_room_imports_only_the_rooms_below_it():
+    level = {name: index for index, names in enumerate(LAYERS) for name in names}
+    upward = sorted(f"{source} imports {target}" for source, targets in import_graph().items() for target in targets
+                    if room(source) != "sgpn" and level[room(target)] >= level[room(source)]
+                    and room(target) != room(source))
+    assert not upward, "\n".join(upward)
+
+
 def test_the_package_is_in_rooms():
     top = {path.stem for path in PACKAGE.glob("*.py")}
     assert top == {"__init__", "bench", "checkpoints", "cli", "figures", "images", "paths", "weights"}

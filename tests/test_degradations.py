@@ -196,8 +196,8 @@ def test_bad_input_is_named():
         (good[:, :1], "3 colour channels"),
         ((good * 255).to(torch.uint8), "floating-point"),
         (good.masked_fill(good > 0.5, float("nan")), "NaN"),
-        (good * 2, "must lie in \\[0, 1\\]"),
-        (good - 0.5, "must lie in \\[0, 1\\]"),
+        (good * 2, "must hold values in \\[0, 1\\]"),
+        (good - 0.5, "must hold values in \\[0, 1\\]"),
     ]
     for images, message in cases:
         for module in (degradation, SuperResolution(4), InpaintingMask()):

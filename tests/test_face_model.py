@@ -6,7 +6,8 @@ import torch
 from conftest import write_bfm_mat
 
 from sgpn.face3d import camera, coefficients
-from sgpn.face3d.face_model import DEFAULT_LIGHT, FaceModel, light_from, load_bfm, load_face_model
+from sgpn.face3d.face_model import DEFAULT_LIGHT, FaceModel, light_from, load_face_model
+from sgpn.face3d.morphable import load_bfm
 
 
 @pytest.fixture

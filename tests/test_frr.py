@@ -128,7 +128,7 @@ def test_bad_batches_and_settings_are_named():
     module = FRRModule(stage="unet", size=32, low_size=16, network=TINY["unet"])
     with pytest.raises(KeyError, match="raw"):
         module.loss({"retouched": torch.rand(1, 3, 32, 32)})
-    with pytest.raises(ValueError, match="16 px but the model works at 32 px"):
+    with pytest.raises(ValueError, match="16 x 16 px but the model works at 32 x 32 px"):
         module.loss({"retouched": torch.rand(1, 3, 32, 32), "raw": torch.rand(1, 3, 16, 16)})
     with pytest.raises(ValueError, match="2 retouched faces but 1 raw"):
         module.loss({"retouched": torch.rand(2, 3, 32, 32), "raw": torch.rand(1, 3, 32, 32)})

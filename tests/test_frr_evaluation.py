@@ -129,7 +129,7 @@ def test_the_kit_stages_undo_retouching():
     from sgpn.evaluation.metrics import pixel_metrics
 
     stages = load_kit_frr()
-    pairs = frr_test_set(num_images=32, size=stages["fmar"].hparams.size)
+    pairs = frr_test_set(num_images=32, size=stages["fmar"].size)
     outputs, _ = frr_outputs(stages, pairs["lq"], steps=10)
     psnr = {key: pixel_metrics()[0](faces, pairs["hq"]).item() for key, faces in outputs.items()}
     assert psnr["fmar_hfdg"] > psnr["retouched"] + 0.5 and psnr["fmar_hfdg"] > psnr["fmar"] + 1, psnr
@@ -150,6 +150,6 @@ def test_a_stage_exports_compact_and_loads(tmp_path):
     compact = export_checkpoint(saved, tmp_path / "frr_unet.ckpt", compact=True)
     assert compact.stat().st_size < 0.6 * saved.stat().st_size
     loaded = load(compact)
-    assert loaded.hparams.stage == "unet" and next(loaded.parameters()).dtype == torch.float32
+    assert loaded.stage == "unet" and next(loaded.parameters()).dtype == torch.float32
     face = torch.rand(2, 3, 32, 32)
     torch.testing.assert_close(loaded.net(face), module.eval().net(face), rtol=0.01, atol=0.01)

@@ -10,17 +10,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from sgpn.evaluation import metrics
+from sgpn.evaluation import metrics, perceptual
 from sgpn.evaluation.metrics import MetricResult, MetricSuite
 from sgpn.face3d import coefficients
-from sgpn.face3d.face_model import FaceModel, load_bfm
+from sgpn.face3d.face_model import FaceModel
+from sgpn.face3d.morphable import load_bfm
 
 
 @pytest.fixture(autouse=True)
 def offline_hub(tmp_path, monkeypatch) -> Path:
     """An empty torch hub cache, no weight variables, and any download attempt fails the test."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.delenv(metrics.LPIPS_ENV, raising=False)
+    monkeypatch.delenv(perceptual.LPIPS_ENV, raising=False)
     hub = tmp_path / "torch_home" / "hub"
     assert Path(torch.hub.get_dir()) == hub, "torch.hub.set_dir was called elsewhere in this process"
 
@@ -89,7 +90,7 @@ def test_ssim_drops_for_noise():
     (images().masked_fill(torch.rand(2, 3, 32, 32) < 0.01, float("nan")), "NaN"),
     (images() * 1.5, r"\[0, 1\]"),
     (images() - 0.5, r"\[0, 1\]"),
-    (images()[:, :1], r"\(B, 3, H, W\)"),
+    (images()[:, :1], "3 colour channels"),
 ])
 def test_bad_images_raise_before_accumulating(output, message):
     suite = image_suite()
@@ -117,32 +118,32 @@ def test_without_local_weights_lpips_says_where_to_put_them(offline_hub):
     assert lpips.value is None
     assert lpips.reason.startswith("unavailable (no local weights: ")
     assert str(offline_hub / "checkpoints" / "alexnet-owt-7be5be79.pth") in lpips.reason
-    assert metrics.LPIPS_ENV in lpips.reason
+    assert perceptual.LPIPS_ENV in lpips.reason
     assert metrics.format_results(results)["lpips"] == lpips.reason
 
 
 def test_explicitly_named_weights_must_exist(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.pth"):
-        metrics.build_lpips("squeeze", weights=tmp_path / "missing.pth")
+        perceptual.build_lpips("squeeze", weights=tmp_path / "missing.pth")
 
 
 def test_corrupt_or_foreign_weights_are_errors(tmp_path, offline_hub):
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
-        metrics.build_lpips("squeeze", weights=corrupt)
-    put_in_cache(offline_hub, metrics.lpips_weights_file("squeeze"), {"conv.weight": torch.zeros(3)})
+        perceptual.build_lpips("squeeze", weights=corrupt)
+    put_in_cache(offline_hub, perceptual.lpips_weights_file("squeeze"), {"conv.weight": torch.zeros(3)})
     with pytest.raises(ValueError, match="does not hold torchvision's ImageNet SqueezeNet"):
-        metrics.build_lpips("squeeze")
+        perceptual.build_lpips("squeeze")
     with pytest.raises(ValueError, match="LPIPS backbone"):
-        metrics.build_lpips("resnet")
+        perceptual.build_lpips("resnet")
 
 
 # -- LPIPS with injected weights -------------------------------------------------------
 
 
 def test_lpips_from_the_hub_cache(offline_hub):
-    put_in_cache(offline_hub, metrics.lpips_weights_file("squeeze"), squeezenet_state())
+    put_in_cache(offline_hub, perceptual.lpips_weights_file("squeeze"), squeezenet_state())
     suite = MetricSuite(lpips_net="squeeze", fid=False)
     target = images(size=64)
     suite.update(target.clone(), target)
@@ -156,8 +157,8 @@ def test_lpips_from_the_hub_cache(offline_hub):
 def test_lpips_from_an_explicit_file_leaves_the_hub_alone(tmp_path, offline_hub, monkeypatch):
     weights = tmp_path / "my_squeezenet.pth"
     torch.save(squeezenet_state(), weights)
-    monkeypatch.setenv(metrics.LPIPS_ENV, str(weights))
-    lpips = metrics.build_lpips("squeeze")
+    monkeypatch.setenv(perceptual.LPIPS_ENV, str(weights))
+    lpips = perceptual.build_lpips("squeeze")
     assert Path(torch.hub.get_dir()) == offline_hub and not (offline_hub / "checkpoints").exists()
     value = lpips(images(size=64), images(size=64, seed=1)).item()
     assert math.isfinite(value) and value > 0
@@ -168,7 +169,7 @@ def test_lpips_from_an_explicit_file_when_the_hub_dir_is_pinned(tmp_path, monkey
     monkeypatch.setattr(torch.hub, "_hub_dir", str(pinned))  # as torch.hub.set_dir leaves it
     weights = tmp_path / "my_squeezenet.pth"
     torch.save(squeezenet_state(), weights)
-    assert math.isfinite(metrics.build_lpips("squeeze", weights)(images(size=64), images(size=64)).item())
+    assert math.isfinite(perceptual.build_lpips("squeeze", weights)(images(size=64), images(size=64)).item())
     assert torch.hub.get_dir() == str(pinned) and not pinned.exists()
 
 

@@ -103,9 +103,9 @@ def test_checkpoint_errors_name_the_keys(tmp_path, regressor):
 
 def test_clear_errors_for_bad_inputs(regressor):
     x = faces()
-    with pytest.raises(ValueError, match=r"3 \(RGB\) channels, got 1"):
+    with pytest.raises(ValueError, match=r"3 colour channels \(RGB\), got 1"):
         regressor(x[:, :1])
-    with pytest.raises(ValueError, match="4 dims"):
+    with pytest.raises(ValueError, match=r"shape \(B, 3, 224, 224\), got \(3, 224, 224\)"):
         regressor(x[0])
     with pytest.raises(ValueError, match="224 x 224"):
         regressor(x[:, :, :112, :112])

@@ -4,7 +4,8 @@ import torch
 from conftest import grid_mesh
 
 from sgpn.face3d import camera
-from sgpn.face3d.face_model import FaceModel, load_bfm
+from sgpn.face3d.face_model import FaceModel
+from sgpn.face3d.morphable import load_bfm
 from sgpn.face3d.renderer import Renderer, rasterize, rasterize_pytorch3d
 
 

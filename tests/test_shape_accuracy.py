@@ -9,7 +9,8 @@ from sgpn.evaluation.shape_accuracy import (BENCH_GROUPS, PART_GROUPS, coefficie
                                             group_indices, group_r2, landmark_readout, per_vertex_error,
                                             pose_errors_deg)
 from sgpn.face3d import coefficients
-from sgpn.face3d.face_model import FaceModel, load_bfm, load_face_model
+from sgpn.face3d.face_model import FaceModel, load_face_model
+from sgpn.face3d.morphable import load_bfm
 from sgpn.training.losses import FaceSpaceLoss
 
 

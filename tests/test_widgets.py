@@ -6,7 +6,8 @@ import torch
 
 from sgpn.app.widgets import CoefficientExplorer, EchoGuard, preview_mesh
 from sgpn.face3d import coefficients
-from sgpn.face3d.face_model import FaceModel, light_from, load_bfm
+from sgpn.face3d.face_model import FaceModel, light_from
+from sgpn.face3d.morphable import load_bfm
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ def default_restorer():
 def restorer_notice(restorer) -> str | None:
     """What a visitor must read before the result: the kit's model blurs real faces (``None`` for
     the release's weights)."""
-    checkpoint = getattr(restorer, "hparams", {}).get("checkpoint")
+    checkpoint = getattr(restorer, "checkpoint", None)
     return kit_model_notice(checkpoint) if checkpoint else None
 
 

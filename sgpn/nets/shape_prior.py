@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from kornia.geometry.transform import warp_affine
 from torch import nn
 
+from sgpn.face3d.coefficients import check_coefficients
 from sgpn.face3d.face_model import FaceModel, FaceOutput, load_face_model
 from sgpn.face3d.renderer import Renderer
 from sgpn.images import RANGE_TOLERANCE, check_images
@@ -192,11 +193,19 @@ class ShapePrior(nn.Module):
         mask = warp_affine(rendered.mask, back, (size, size), align_corners=True)
         return image, mask
 
-    def forward(self, lq: torch.Tensor) -> ShapePriorOutput:
+    def forward(self, lq: torch.Tensor, toward: torch.Tensor | None = None, weight: float = 0.0) -> ShapePriorOutput:
+        """``toward``, ``weight``: render the regressor's coefficients moved ``weight`` of the way
+        towards ``toward`` (``(B, 257)``, e.g. a synthetic face's true ones; weight 1 renders them
+        exactly), to ask what a better shape prior would change."""
         check_images(lq, "lq", square=True, value_range=(-1.0, 1.0), tolerance=RANGE_TOLERANCE)
         size = lq.shape[-1]
         framed = self.to_regressor_frame(lq)
-        coeffs = self.regressor(framed)
+        if weight == 1:
+            coeffs = check_coefficients(toward, "toward")
+        else:
+            coeffs = self.regressor(framed)
+            if weight:
+                coeffs = torch.lerp(coeffs, check_coefficients(toward, "toward"), weight)
         face = self.face_model(coeffs, self.frame_size if self.alignment == "template" else size)
         image, mask = self.render(face, size)
         return ShapePriorOutput(coeffs=coeffs, image=(image * mask) * 2 - 1, mask=mask,

@@ -42,7 +42,7 @@ from sgpn.face3d.face_model import load_face_model
 from sgpn.images import batch_images, to_network
 from sgpn.nets.discriminator import Discriminator
 from sgpn.nets.generator import FeatureInjection, SGPNGenerator, get_config
-from sgpn.nets.restorer import SGPNRestorer
+from sgpn.nets.restorer import SGPNRestorer, prior_weight
 from sgpn.nets.shape_prior import build_shape_prior
 from sgpn.training.losses import (MeshLoss, VGGPerceptual, feature_matching_loss, landmark_loss_3d, resolve_perceptual,
                                   vgg16_weights_file)
@@ -84,6 +84,11 @@ class SGPNModule(SGPNRestorer, L.LightningModule):
     single rate). On the tiny config for 500 iterations, 10 moved the channel-mean masks further
     apart on face and background (0.60 and 0.65 at 64 px, against 0.53 and 0.58) but not on
     occluders and skin (ratio 1.00 with either).
+    ``prior`` (with ``prior_mix``): where I_3d's coefficients come from, to test what a better
+    shape prior changes (the AFFB prior ladder, synthetic faces only): ``"regressor"`` (SGPN),
+    ``"mix"`` (``prior_mix`` of the way from the regressor's to each face's true coefficients)
+    or ``"oracle"`` (the true coefficients); the latter two keep the shape module frozen without
+    mesh losses, as variant C does.
     """
 
     def __init__(self, generator: str | dict = "tiny", fusion: str = "affb",
@@ -95,7 +100,13 @@ class SGPNModule(SGPNRestorer, L.LightningModule):
                  lambda_adv: float = 1.0, lambda_lm: float = 100.0, lambda_mesh: float = 100.0,
                  perceptual: str = "auto", lambda_l1: float = 1.0, lambda_perceptual: float = 1.0,
                  r1_gamma: float = 10.0, r1_every: int = 16, feature_scale_init: float = 0.0,
-                 lr_decay: str | None = None, mask_lr_scale: float = 1.0):
+                 lr_decay: str | None = None, mask_lr_scale: float = 1.0, prior: str = "regressor",
+                 prior_mix: float = 0.5):
+        prior_weight(prior, prior_mix)  # fail early on a bad choice
+        if prior != "regressor" and (train_shape_prior or mesh_losses):
+            raise ValueError(f"prior={prior!r} renders I_3d partly from the true coefficients: it keeps the "
+                             f"shape module frozen without mesh losses (train_shape_prior=False, "
+                             f"mesh_losses=False), as variant C does")
         if mask_lr_scale <= 0:
             raise ValueError(f"mask_lr_scale must be positive, got {mask_lr_scale}")
         if lr_decay not in (None, "cosine"):
@@ -247,10 +258,19 @@ class SGPNModule(SGPNRestorer, L.LightningModule):
         lq = batch_images(batch, "lq", self.size)
         return to_network(hq), to_network(lq)
 
+    def true_coefficients(self, batch) -> torch.Tensor | None:
+        """The batch's true coefficients when I_3d needs them (``prior``: mix or oracle), else None."""
+        if not self.prior_weight:
+            return None
+        if "coeffs" not in batch:
+            raise ValueError(f"prior={self.hparams.prior!r} renders I_3d from each face's true coefficients, "
+                             f"which only synthetic faces have (source: synthetic); a folder of photos has none")
+        return batch["coeffs"]
+
     def training_step(self, batch, batch_idx):
         opt_g, opt_d = self.optimizers()
         hq, lq = self._pair(batch)
-        output, prior, _ = self(lq)
+        output, prior, _ = self(lq, self.true_coefficients(batch))
 
         r1 = int(self.iterations) % self.hparams.r1_every == 0
         with self.toggled_optimizer(opt_d):
@@ -282,7 +302,7 @@ class SGPNModule(SGPNRestorer, L.LightningModule):
     def _evaluate(self, batch, metrics: ImageMetrics, split: str):
         hq = batch_images(batch, "hq", self.size)
         lq = batch_images(batch, "lq", self.size)
-        restored = self.restore(lq)
+        restored = self.restore(lq, self.true_coefficients(batch))
         values = metrics.update(restored.output, lq, hq)
         for name, metric in values.items():
             self.log(f"{split}/{name}", metric, batch_size=len(hq), prog_bar=name in ("psnr", "ssim"))
@@ -292,7 +312,8 @@ class SGPNModule(SGPNRestorer, L.LightningModule):
         """Rows of ``[0, 1]`` images for the image-logging callback (LQ, I_3d, output, GT) and
         the channel-mean AFFB masks of the second block at each resolution."""
         lq, hq = batch["lq"][:count], batch["hq"][:count]
-        restored = self.restore(lq)
+        coeffs = self.true_coefficients(batch)
+        restored = self.restore(lq, None if coeffs is None else coeffs[:count])
         masks = {f"M {res}px": mask.mean(1, keepdim=True)
                  for (res, block), mask in sorted(restored.masks.items()) if block == 1 and res >= 16}
         return {"rows": {"LQ": lq, "I_3d": restored.i3d, "output": restored.output, "GT": hq},
