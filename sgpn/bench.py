@@ -5,6 +5,7 @@ Speed targets are checked here, by measuring, never by timed tests.
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import subprocess
@@ -22,9 +23,18 @@ import yaml
 from sgpn.app.widgets import CoefficientExplorer
 from sgpn.checkpoints import load, load_teacher, training_minutes
 from sgpn.data.folder import read_rgb
-from sgpn.evaluation.affb import affb_statistics
+from sgpn.evaluation.affb import affb_statistics, i3d_quality
 from sgpn.evaluation.bounds import BOUND_METHODS, bound_reconstructions, restoration_bounds
-from sgpn.evaluation.scoring import ABLATION_IMAGES, TASK_IMAGES, ablation_evaluation, data_settings, evaluate
+from sgpn.evaluation.inception import StandardInception
+from sgpn.evaluation.scoring import (
+    ABLATION_IMAGES,
+    TASK_IMAGES,
+    ablation_evaluation,
+    checkpoint_method,
+    data_settings,
+    evaluate,
+    score,
+)
 from sgpn.evaluation.shape_accuracy import shape_rows
 from sgpn.evaluation.test_sets import degraded_test_set, synthetic_faces
 from sgpn.face3d.face_model import load_face_model
@@ -39,6 +49,7 @@ from sgpn.photo.cpu_memory import reuse_freed_memory
 from sgpn.photo.detection import detect_faces
 from sgpn.photo.restore import restore_photo
 from sgpn.retouch.evaluation import FRR_CHECKPOINTS, FRR_ROWS, kit_frr_evaluation
+from sgpn.training.profiling import profile_iterations
 
 #: The kit's root: benchmarks name configs and checkpoints relative to it.
 
@@ -226,6 +237,63 @@ def bench_affb(checkpoint: str = "kit_checkpoints/sgpn_tiny.ckpt", num_images: i
             and stats.sunglasses_l1["output"] < stats.sunglasses_l1["i3d"]}
 
 
+#: The AFFB prior ladder: variant C and the two models that differ from it only in I_3d's
+#: coefficients (``make ladder``), by their ``bench affb-ladder`` rows.
+LADDER = {"C": "sgpn_tiny_c_no_mesh_losses.ckpt", "mix": "sgpn_tiny_ladder_mix.ckpt",
+          "oracle": "sgpn_tiny_ladder_oracle.ckpt"}
+
+
+def bench_affb_ladder(num_images: int = 256) -> dict:
+    """When does AFFB choose? The occluder/skin ratio of the masks (with its bootstrap standard
+    error), the occluder L1 of the output and of I_3d, I_3d's own quality (vertex error, PSNR
+    on skin) and the output's FID, NME and SSIM on the face, for the ladder's three models on
+    the same held-out faces, each wearing an occluder, as in ``bench affb``."""
+    modules = {name: load(KIT_CHECKPOINTS / file) for name, file in LADDER.items()}
+    test_set = degraded_test_set(synthetic_faces(64, num_images, occluder_prob=1.0), "blind")
+    teacher = load_teacher(modules["C"])
+    inception = StandardInception()
+    rows = {}
+    for name, module in modules.items():
+        stats = affb_statistics(module, test_set)
+        results, _ = score(checkpoint_method(module), test_set, teacher, teacher.face_model, lpips=False,
+                           inception=inception)
+        rows[name] = {"ratio": {str(r): round(v, 4) for r, v in stats.ratio.items()},
+                      "ratio_se": {str(r): round(v, 4) for r, v in stats.ratio_se().items()},
+                      **{f"occluder_l1_{k}": round(v, 4) for k, v in stats.occluder_l1.items()},
+                      **{k: round(v, 4) for k, v in i3d_quality(module, test_set).items()},
+                      **{k: round(results[k].value, 4 if k != "fid" else 2) for k in ("fid", "nme", "ssim_face")}}
+    steps = [("C", "mix"), ("mix", "oracle")]
+    rises = all(rows[b]["ratio"]["64"] - rows[a]["ratio"]["64"]
+                > 2 * math.hypot(rows[a]["ratio_se"]["64"], rows[b]["ratio_se"]["64"]) for a, b in steps)
+    oracle = rows["oracle"]
+    minutes = {name: training_minutes(KIT_CHECKPOINTS / file) for name, file in LADDER.items()}
+    return {"images": num_images, "rows": rows,
+            "minutes": {name: None if m is None else round(m, 1) for name, m in minutes.items()},
+            "targets": {"oracle_ratio_1.3_at_32_and_64": all(oracle["ratio"][r] >= 1.3 for r in ("32", "64")),
+                        "rises_at_64_beyond_2_se": rises,
+                        "oracle_output_beats_its_i3d_on_occluders":
+                            oracle["occluder_l1_output"] < oracle["occluder_l1_i3d"]}}
+
+
+def bench_step(config: str = "configs/tiny.yaml", iterations: int = 24) -> dict:
+    """One training iteration of ``config`` before and after removing repeated work (the frozen
+    teacher's targets computed once per face: ``cache_teacher_targets``), side by side in one
+    process, same seed: seconds per iteration (the mean after the first), where they go, and
+    whether the first 20 iterations' losses agree within 1e-4 relative. 64 training faces, so
+    that the faces come round again within the run (the config's 4,000 come round 4 times)."""
+    timers = {name: profile_iterations(KIT_ROOT / config, iterations, cache_teacher_targets=cache)
+              for name, cache in (("before", False), ("after", True))}
+    rows = {name: {"s_per_iteration": round(statistics.mean(timer.seconds[1:]), 3),
+                   "ms_per_iteration": {part: round(1000 * seconds / len(timer.seconds), 1)
+                                        for part, seconds in sorted(timer.parts.items(), key=lambda p: -p[1])}}
+            for name, timer in timers.items()}
+    same = all(math.isclose(a[key], b[key], rel_tol=1e-4)
+               for a, b in zip(timers["before"].losses[:20], timers["after"].losses[:20]) for key in a)
+    return {"config": config, "iterations": iterations, "rows": rows,
+            "speedup": round(rows["before"]["s_per_iteration"] / rows["after"]["s_per_iteration"], 3),
+            "same_losses": same and len(timers["before"].losses) >= 20, "threads": torch.get_num_threads()}
+
+
 def bench_bounds(config: str = "configs/tiny.yaml") -> dict:
     """PSNR and SSIM on the held-out set of ``bench train`` (the config's test split and
     degradation) for the LQ input and the cheating reconstructions of
@@ -318,7 +386,9 @@ BENCHMARKS: dict[str, Callable[[], dict]] = {
     "train": bench_train,
     "ablation": bench_ablation,
     "affb": bench_affb,
+    "affb-ladder": bench_affb_ladder,
     "bounds": bench_bounds,
+    "step": bench_step,
     "shape": bench_shape,
     "photo": bench_photo,
     "frr": bench_frr,

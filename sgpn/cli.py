@@ -47,7 +47,7 @@ def lightning_cli(args: list[str], **kwargs):
 def _bench(args: argparse.Namespace) -> int:
     for name in args.names:
         options = {"out": args.out} if name == "train" and args.out else {}
-        print(json.dumps({"bench": name, **BENCHMARKS[name](**options)}), flush=True)
+        print(json.dumps({"bench": name.replace("-", "_"), **BENCHMARKS[name](**options)}), flush=True)
     return 0
 
 

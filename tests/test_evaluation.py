@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from sgpn.cli import main
-from sgpn.evaluation.affb import MASK_INTERVENTIONS, affb_statistics, mask_interventions
+from sgpn.evaluation.affb import MASK_INTERVENTIONS, affb_statistics, mask_interventions, i3d_quality
 from sgpn.evaluation.bounds import BOUND_METHODS, bound_reconstructions, restoration_bounds
 from sgpn.evaluation.claims import beats, reaches, restoration_claims
 from sgpn.evaluation.metrics import MetricResult, MetricSuite
@@ -239,6 +239,28 @@ def test_affb_statistics_compare_occluder_and_skin(blind):
     assert stats.occluder_l1["i3d"] > 0
     with pytest.raises(ValueError, match="need a model with AFFB"):
         affb_statistics(micro_module(fusion="sum"), blind)
+
+
+def test_the_prior_ladder_measures_masks_and_i3d_with_the_true_coefficients(blind):
+    """The ladder's models render I_3d from (part of the way to) the true coefficients: the
+    oracle's I_3d has no vertex error, the mix's half the regressor's error in coefficients,
+    and the pooled ratio comes with a bootstrap standard error."""
+    frozen = dict(train_shape_prior=False, mesh_losses=False)
+    ladder = {prior: micro_module(prior=prior, **frozen) for prior in ("regressor", "mix", "oracle")}
+    quality = {prior: i3d_quality(module, blind, batch_size=4) for prior, module in ladder.items()}
+    assert quality["oracle"]["i3d_vertex_error"] == pytest.approx(0, abs=1e-6)
+    assert quality["regressor"]["i3d_vertex_error"] > quality["mix"]["i3d_vertex_error"] > 0
+    regressed = ladder["regressor"].restore(blind["lq"]).coeffs
+    torch.testing.assert_close(ladder["mix"].restore(blind["lq"], blind["coeffs"]).coeffs,
+                               (regressed + blind["coeffs"]) / 2, rtol=1e-5, atol=1e-5)
+    stats = affb_statistics(ladder["oracle"], blind, batch_size=4)
+    errors = stats.ratio_se()
+    assert set(errors) == set(stats.ratio) and all(0 < e < 1 for e in errors.values())
+    assert stats.ratio_se() == errors  # seeded
+    with pytest.raises(ValueError, match="only synthetic faces have them"):
+        ladder["oracle"].restore(blind["lq"])
+    with pytest.raises(ValueError, match="keeps the shape module frozen"):
+        micro_module(prior="oracle")
 
 
 def test_mask_interventions_set_the_masks_by_hand_and_restore_them(blind):

@@ -28,6 +28,7 @@ from sgpn.training import SGPNModule, TeacherModule
 from sgpn.training.callbacks import TrainingBudget
 from sgpn.training.export import export_checkpoint
 from sgpn.training.losses import MeshLoss, resolve_perceptual, vgg16_weights_file
+from sgpn.training.profiling import profile_iterations
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -366,3 +367,36 @@ def test_kit_checkpoints_load_and_restore():
         coeffs = teacher.predict_coefficients(batch["hq"])
     assert vertex_error(teacher.face_model, coeffs, batch["coeffs"]).mean() < vertex_error(
         teacher.face_model, torch.zeros_like(coeffs), batch["coeffs"]).mean()  # better than the mean face
+
+
+def test_the_teachers_targets_are_computed_once_per_face():
+    """With cache_teacher_targets, the frozen teacher reads each training face once; the cached
+    targets are the ones it computed, and without indices (or the switch) nothing is kept."""
+    torch.manual_seed(0)
+    module = SGPNModule(generator={"size": 32, "channels": {4: 16, 8: 16, 16: 8, 32: 8}, "encoder_style_dim": 32,
+                                   "style_dim": 32},
+                        regressor={"backbone": "resnet18_2stages", "input_size": 32}, teacher_ckpt="unused.ckpt").eval()
+    calls = []
+    module.teacher.regressor.register_forward_hook(lambda *_: calls.append(1))
+    hq = torch.rand(4, 3, 32, 32) * 2 - 1
+    batch = {"index": torch.tensor([3, 1, 4, 2]), "flipped": torch.tensor([False, False, True, False])}
+    keys = module.target_keys(batch)
+    assert keys == [(3, False), (1, False), (4, True), (2, False)]
+    first = module.teacher_targets(hq, keys)
+    again = module.teacher_targets(hq[[1, 0]], [keys[1], keys[0]])  # the same faces in another batch
+    assert len(calls) == 1
+    for part, cached in zip(first, again):
+        assert torch.equal(cached, part[[1, 0]])
+    module.teacher_targets(hq, None)
+    assert len(calls) == 2 and len(module._teacher_targets) == 4
+    module.hparams.cache_teacher_targets = False
+    assert module.target_keys(batch) is None
+
+
+def test_a_profiled_run_times_every_part_and_logs_every_loss(micro_teacher):
+    timer = profile_iterations(Path(__file__).parent / "configs" / "micro_sgpn.yaml", 3,
+                               teacher_ckpt=str(micro_teacher), train_length=8)
+    assert len(timer.seconds) == len(timer.losses) == 3
+    assert set(timer.losses[0]) == {"train/g_total", "train/d_total"}
+    assert {"generator", "discriminator", "backward (D and G)"} <= set(timer.parts)
+    assert all(seconds > 0 for seconds in timer.parts.values())

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from sgpn.data.face_painter import OCCLUDERS
+from sgpn.evaluation.metrics import vertex_error
 from sgpn.nets.generator import overridden_masks
 
 #: AFFB masks are analysed at these resolutions and above.
@@ -28,10 +29,23 @@ class AFFBStatistics:
     num_images: int
     occluder_l1: dict[str, float]  # mean |image - HQ| on occluder pixels: "output" and "i3d"
     sunglasses_l1: dict[str, float]  # the same on faces whose only occluder is a pair of sunglasses
+    #: per image and resolution: summed M and cell count on occluders, then on skin, ``(N, 4)``
+    per_image_sums: dict[int, torch.Tensor]
 
     @property
     def ratio(self) -> dict[int, float]:
         return {r: self.occluder[r] / self.skin[r] for r in self.occluder}
+
+    def ratio_se(self, resamples: int = 1000, seed: int = 0) -> dict[int, float]:
+        """The standard error of :attr:`ratio` over the test faces: the spread of the pooled
+        ratio over bootstrap resamples of the images (seeded)."""
+        generator = torch.Generator().manual_seed(seed)
+        errors = {}
+        for res, sums in self.per_image_sums.items():
+            draws = torch.randint(len(sums), (resamples, len(sums)), generator=generator)
+            totals = sums[draws].sum(1)  # (resamples, 4)
+            errors[res] = ((totals[:, 0] / totals[:, 1]) / (totals[:, 2] / totals[:, 3])).std().item()
+        return errors
 
     def summary(self) -> dict:
         """The pooled numbers, JSON-friendly (keys are resolutions as strings)."""
@@ -62,7 +76,8 @@ def affb_statistics(module, test_set: Mapping[str, torch.Tensor], batch_size: in
     masks: dict[int, list[torch.Tensor]] = {}
     errors: dict[str, list[torch.Tensor]] = {"output": [], "i3d": []}  # per image: summed |image - HQ|
     for start in range(0, len(test_set["lq"]), batch_size):
-        restored = module.restore(test_set["lq"][start:start + batch_size])
+        restored = module.restore(test_set["lq"][start:start + batch_size], true_coefficients(module, test_set, start,
+                                                                                              batch_size))
         hq = test_set["hq"][start:start + batch_size]
         cover = test_set["occluder_mask"][start:start + batch_size].float()
         for name, image in (("output", restored.output), ("i3d", restored.i3d)):
@@ -71,7 +86,7 @@ def affb_statistics(module, test_set: Mapping[str, torch.Tensor], batch_size: in
             blocks = [m.mean(1, keepdim=True) for (r, _), m in restored.masks.items() if r == res]
             masks.setdefault(res, []).append(torch.stack(blocks).mean(0))
     mean_masks = {res: torch.cat(parts) for res, parts in masks.items()}
-    occluder, skin, background, per_image = {}, {}, {}, {}
+    occluder, skin, background, per_image, per_image_sums = {}, {}, {}, {}, {}
     for res, mask in mean_masks.items():
         cover = F.adaptive_avg_pool2d(test_set["occluder_mask"].float(), res)
         face = F.adaptive_avg_pool2d(test_set["face_mask"].float(), res)
@@ -82,6 +97,8 @@ def affb_statistics(module, test_set: Mapping[str, torch.Tensor], batch_size: in
         has = on_occluder.flatten(1).any(1) & on_skin.flatten(1).any(1)
         sums = lambda where: (mask * where).flatten(1).sum(1) / where.flatten(1).sum(1).clamp(min=1)  # noqa: E731
         per_image[res] = (sums(on_occluder) / sums(on_skin))[has]
+        per_image_sums[res] = torch.stack([(mask * on_occluder).flatten(1).sum(1), on_occluder.flatten(1).sum(1),
+                                           (mask * on_skin).flatten(1).sum(1), on_skin.flatten(1).sum(1)], 1).double()
     pixels = 3 * test_set["occluder_mask"].float().flatten(1).sum(1)
     only_sunglasses = test_set["occluders"][:, OCCLUDERS.index("sunglasses")] & (test_set["occluders"].sum(1) == 1)
 
@@ -90,7 +107,33 @@ def affb_statistics(module, test_set: Mapping[str, torch.Tensor], batch_size: in
                 for name, parts in errors.items()}
 
     return AFFBStatistics(occluder, skin, background, per_image, mean_masks, len(test_set["lq"]),
-                          mean_l1(torch.ones_like(only_sunglasses)), mean_l1(only_sunglasses))
+                          mean_l1(torch.ones_like(only_sunglasses)), mean_l1(only_sunglasses), per_image_sums)
+
+
+def true_coefficients(module, test_set: Mapping[str, torch.Tensor], start: int, count: int) -> torch.Tensor | None:
+    """The test faces' true coefficients for a model whose I_3d needs them (the prior ladder's
+    ``mix`` and ``oracle``), else ``None``."""
+    if not getattr(module, "prior_weight", 0):
+        return None
+    return test_set["coeffs"][start:start + count]
+
+
+@torch.no_grad()
+def i3d_quality(module, test_set: Mapping[str, torch.Tensor], batch_size: int = 64) -> dict[str, float]:
+    """How good a model's I_3d is on synthetic faces: the vertex error of its coefficients against
+    the truth (unposed, :func:`~sgpn.evaluation.metrics.vertex_error`), and its PSNR against the
+    HQ face on skin pixels (the rendered face where no occluder covers it), averaged over images."""
+    errors, psnrs = [], []
+    for start in range(0, len(test_set["lq"]), batch_size):
+        restored = module.restore(test_set["lq"][start:start + batch_size],
+                                  true_coefficients(module, test_set, start, batch_size))
+        errors.append(vertex_error(module.shape_prior.face_model, restored.coeffs,
+                                   test_set["coeffs"][start:start + batch_size]))
+        skin = (test_set["face_mask"][start:start + batch_size].float()
+                * (1 - test_set["occluder_mask"][start:start + batch_size].float()))
+        squared = ((restored.i3d - test_set["hq"][start:start + batch_size]) ** 2 * skin).flatten(1).sum(1)
+        psnrs.append(-10 * torch.log10(squared / (3 * skin.flatten(1).sum(1)).clamp(min=1)))
+    return {"i3d_vertex_error": torch.cat(errors).mean().item(), "i3d_psnr_skin": torch.cat(psnrs).mean().item()}
 
 
 #: Hand-set AFFB masks for :func:`mask_interventions`: each a function of the learned mask
@@ -127,7 +170,8 @@ def mask_interventions(module, test_set: Mapping[str, torch.Tensor], batch_size:
                 return setting(mask, F.adaptive_avg_pool2d(cover, mask.shape[-1]) > 0.5)
 
             with overridden_masks(module.generator, override):
-                output = module.restore(test_set["lq"][start:start + batch_size]).output
+                output = module.restore(test_set["lq"][start:start + batch_size],
+                                        true_coefficients(module, test_set, start, batch_size)).output
             error = (output - test_set["hq"][start:start + batch_size]).abs()
             occluder_error += (error * cover).sum().item()
             image_error += error.sum().item()

@@ -63,10 +63,11 @@ def nearest_input(scale: int) -> Method:
 
 
 def checkpoint_method(module) -> Method:
-    """An :class:`~sgpn.training.SGPNModule` (eval mode) as a method: output and z_3d."""
+    """An :class:`~sgpn.nets.restorer.SGPNRestorer` (eval mode) as a method: output and z_3d (a model
+    with a better prior than its regressor reads the batch's true coefficients)."""
 
     def method(batch: Mapping[str, torch.Tensor]):
-        restored = module.restore(batch["lq"])
+        restored = module.restore(batch["lq"], batch.get("coeffs") if getattr(module, "prior_weight", 0) else None)
         return restored.output, restored.coeffs
 
     return method

@@ -28,7 +28,7 @@ model restores the same way during and after training. Images enter as ``(B, 3, 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import lightning as L
 import torch
@@ -67,6 +67,14 @@ class ImageMetrics(nn.Module):
 
 
 
+class TeacherTargets(NamedTuple):
+    """What the frozen teacher reads on HQ faces: the targets of L_3dlm and L_mesh."""
+
+    coeffs: torch.Tensor  # (B, 257)
+    landmarks_3d: torch.Tensor  # (B, 68, 3)
+    colors: torch.Tensor  # (B, N, 3) lit vertex colours
+
+
 class SGPNModule(SGPNRestorer, L.LightningModule):
     """SGPN trained end to end: generator, discriminator and shape restoration module.
 
@@ -89,6 +97,9 @@ class SGPNModule(SGPNRestorer, L.LightningModule):
     ``"mix"`` (``prior_mix`` of the way from the regressor's to each face's true coefficients)
     or ``"oracle"`` (the true coefficients); the latter two keep the shape module frozen without
     mesh losses, as variant C does.
+    ``cache_teacher_targets``: compute the frozen teacher's targets for each training face once
+    and keep them for the run (about 0.4 MB a face with the built-in face model), instead of
+    on every visit (``False``: the earlier path, for ``sgpn bench step``'s comparison).
     """
 
     def __init__(self, generator: str | dict = "tiny", fusion: str = "affb",
@@ -101,7 +112,7 @@ class SGPNModule(SGPNRestorer, L.LightningModule):
                  perceptual: str = "auto", lambda_l1: float = 1.0, lambda_perceptual: float = 1.0,
                  r1_gamma: float = 10.0, r1_every: int = 16, feature_scale_init: float = 0.0,
                  lr_decay: str | None = None, mask_lr_scale: float = 1.0, prior: str = "regressor",
-                 prior_mix: float = 0.5):
+                 prior_mix: float = 0.5, cache_teacher_targets: bool = True):
         prior_weight(prior, prior_mix)  # fail early on a bad choice
         if prior != "regressor" and (train_shape_prior or mesh_losses):
             raise ValueError(f"prior={prior!r} renders I_3d partly from the true coefficients: it keeps the "
@@ -134,6 +145,7 @@ class SGPNModule(SGPNRestorer, L.LightningModule):
         self.val_metrics = ImageMetrics()
         self.test_metrics = ImageMetrics()
         self.register_buffer("iterations", torch.zeros((), dtype=torch.long))
+        self._teacher_targets: dict = {}  # face key -> TeacherTargets of one face (not saved)
         self.perceptual_term: str | None = None
         self.perceptual: nn.Module | None = None
         if not train_shape_prior:
@@ -228,8 +240,33 @@ class SGPNModule(SGPNRestorer, L.LightningModule):
         terms["fake_score"] = fake_logit.detach().mean()
         return terms
 
-    def generator_losses(self, hq: torch.Tensor, output: torch.Tensor, prior) -> dict:
-        """L_rec + λ_adv L_adv + λ_lm L_3dlm + λ_vt L_mesh, with every term for logging."""
+    @torch.no_grad()
+    def teacher_targets(self, hq: torch.Tensor, keys: list | None = None) -> TeacherTargets:
+        """The frozen teacher's reading of the ``[-1, 1]`` HQ faces: coefficients, 3D landmarks
+        and vertex colours, the targets of L_3dlm and L_mesh. They never change for a face, so
+        with ``cache_teacher_targets`` they are computed once per face (``keys``: one hashable
+        per face, e.g. its index and flip) and kept in memory for the run."""
+        cached = self._teacher_targets
+        if keys is not None and all(key in cached for key in keys):
+            return TeacherTargets(*(torch.stack(parts) for parts in zip(*(cached[key] for key in keys))))
+        coeffs = self.teacher_coefficients(hq)
+        face = self.face_model(coeffs, self.shape_prior.frame_size)
+        targets = TeacherTargets(coeffs, face.landmarks_3d, face.colors)
+        if keys is not None:
+            cached.update({key: tuple(part[i].clone() for part in targets) for i, key in enumerate(keys)})
+        return targets
+
+    def target_keys(self, batch: Mapping[str, Any]) -> list | None:
+        """One key per face of a training batch for :meth:`teacher_targets`: its index and
+        whether it was flipped (``None`` without ``cache_teacher_targets`` or indices)."""
+        if not self.hparams.cache_teacher_targets or "index" not in batch:
+            return None
+        flipped = batch.get("flipped", torch.zeros(len(batch["index"]), dtype=torch.bool))
+        return [(int(i), bool(f)) for i, f in zip(batch["index"], flipped)]
+
+    def generator_losses(self, hq: torch.Tensor, output: torch.Tensor, prior, keys: list | None = None) -> dict:
+        """L_rec + λ_adv L_adv + λ_lm L_3dlm + λ_vt L_mesh, with every term for logging
+        (``keys``: see :meth:`teacher_targets`)."""
         hp = self.hparams
         terms: dict[str, torch.Tensor] = {"l1": hp.lambda_l1 * F.l1_loss(output, hq)}
         fake_logit, fake_features = self.discriminator(output, return_features=True)
@@ -241,13 +278,11 @@ class SGPNModule(SGPNRestorer, L.LightningModule):
             terms["perceptual"] = hp.lambda_perceptual * self.perceptual(output, hq)
         terms["adv"] = hp.lambda_adv * F.softplus(-fake_logit).mean()
         if hp.mesh_losses:
-            with torch.no_grad():
-                target = self.teacher_coefficients(hq)
-                target_face = self.face_model(target, self.shape_prior.frame_size)
+            target = self.teacher_targets(hq, keys)
             predicted = self.face_model.landmarks_3d(self.teacher_coefficients(output))
-            terms["3dlm"] = hp.lambda_lm * landmark_loss_3d(predicted, target_face.landmarks_3d)
-            terms["mesh"] = hp.lambda_mesh * self.mesh_loss(prior.coeffs, prior.face.colors, target,
-                                                            target_face.colors)
+            terms["3dlm"] = hp.lambda_lm * landmark_loss_3d(predicted, target.landmarks_3d)
+            terms["mesh"] = hp.lambda_mesh * self.mesh_loss(prior.coeffs, prior.face.colors, target.coeffs,
+                                                            target.colors)
         terms["g_total"] = sum(terms.values())
         return terms
 
@@ -280,7 +315,7 @@ class SGPNModule(SGPNRestorer, L.LightningModule):
             opt_d.step()
 
         with self.toggled_optimizer(opt_g):
-            g_terms = self.generator_losses(hq, output, prior)
+            g_terms = self.generator_losses(hq, output, prior, self.target_keys(batch))
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_terms["g_total"])
             opt_g.step()
