@@ -1,5 +1,6 @@
-"""FRRffusion at kit scale: HFDG's attention (sgpn.nets.hfdg), FMAR, the U-Net baseline and their
-LightningModule (sgpn.nets.frr_stages), and the pair data module (sgpn.retouch.pairs)."""
+"""FRRffusion at kit scale: HFDG's attention (sgpn.nets.hfdg), FMAR and the U-Net baseline
+(sgpn.nets.fmar), a stage and its LightningModule (sgpn.nets.frr_stage, sgpn.training.frr_module),
+and the pair data module (sgpn.retouch.pairs)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sgpn.nets.fmar import FMAR, resize
 from sgpn.nets.hfdg import HFDG, OverlappingCrossAttention, WindowAttention, relative_position_index
 from sgpn.retouch.pairs import RetouchDataModule, RetouchedFaces
 from sgpn.retouch.pipeline import FRRffusion
+from sgpn.nets.frr_stage import STAGES
 from sgpn.training import FRRModule
 
 TINY = {"fmar": {"channels": (16, 32), "layers": 1, "attention_at": 8},
@@ -111,7 +113,7 @@ def test_a_residual_fmar_diffuses_what_the_retouch_took_away():
         FMAR(size=16, target="noise", **TINY["fmar"])
 
 
-@pytest.mark.parametrize("stage", FRRModule.STAGES)
+@pytest.mark.parametrize("stage", STAGES)
 def test_each_stage_trains_and_predicts(stage):
     module = FRRModule(stage=stage, size=32, low_size=16, network=TINY[stage], sample_steps=3)
     batch = pair_batch()

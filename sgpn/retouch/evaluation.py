@@ -8,7 +8,7 @@ identity-shape error.
   raw face; the error is the mean vertex distance between the two identity-only meshes
   (expression, pose and colour left out), in the face model's units. Slimming and jaw
   narrowing move it; smoothing and colour barely do.
-* ``vgg``: FRRffusion's VGG similarity (:class:`~sgpn.evaluation.metrics.VGGSimilarity`), when
+* ``vgg``: FRRffusion's VGG similarity (:class:`~sgpn.evaluation.perceptual.VGGSimilarity`), when
   torchvision's VGG-16 file is local; otherwise the row says which file to provide.
 * ``clip``: FRRffusion's CLIP similarity needs OpenAI's CLIP image encoder, which neither the
   kit's packages nor its offline assets hold: the rows name what it would take.

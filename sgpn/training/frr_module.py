@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sgpn.nets.frr_stage import STAGES, FRRStage
+from sgpn.nets.frr_stage import FRRStage
 
 
 class FRRModule(FRRStage, L.LightningModule):
@@ -18,8 +18,6 @@ class FRRModule(FRRStage, L.LightningModule):
     ``"unet"`` baseline, each with AdamW and a cosine decay, and the same validation (PSNR of
     the stage's output against the raw face). ``low_size``: FMAR's resolution. The module is an
     :class:`~sgpn.nets.frr_stage.FRRStage` (``lift``, ``output``), with training on top."""
-
-    STAGES = STAGES
 
     def __init__(self, stage: str = "fmar", size: int = 64, low_size: int = 32, lr: float = 2e-4,
                  network: dict | None = None, sample_steps: int = 20):
