@@ -26,6 +26,7 @@ from sgpn.data.folder import read_rgb
 from sgpn.evaluation.affb import affb_statistics, i3d_quality
 from sgpn.evaluation.bounds import BOUND_METHODS, bound_reconstructions, restoration_bounds
 from sgpn.evaluation.inception import StandardInception
+from sgpn.evaluation.kit_models import LADDER
 from sgpn.evaluation.scoring import (
     ABLATION_IMAGES,
     TASK_IMAGES,
@@ -235,12 +236,6 @@ def bench_affb(checkpoint: str = "kit_checkpoints/sgpn_tiny.ckpt", num_images: i
             "target_met": all(stats.ratio[r] >= 1.3 for r in top)
             and stats.occluder_l1["output"] < stats.occluder_l1["i3d"]
             and stats.sunglasses_l1["output"] < stats.sunglasses_l1["i3d"]}
-
-
-#: The AFFB prior ladder: variant C and the two models that differ from it only in I_3d's
-#: coefficients (``make ladder``), by their ``bench affb-ladder`` rows.
-LADDER = {"C": "sgpn_tiny_c_no_mesh_losses.ckpt", "mix": "sgpn_tiny_ladder_mix.ckpt",
-          "oracle": "sgpn_tiny_ladder_oracle.ckpt"}
 
 
 def bench_affb_ladder(num_images: int = 256) -> dict:

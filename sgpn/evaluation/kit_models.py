@@ -12,6 +12,10 @@ VARIANTS = {"full SGPN": "sgpn_tiny.ckpt", "A: no F_3d": "sgpn_tiny_a_no_f3d.ckp
 #: Kit models trained for one task other than blind restoration (the paper trains one model per
 #: task), with the task each is evaluated on: ``{row name: (task, checkpoint file)}``.
 TASK_MODELS = {"SGPN for inpainting": ("inpaint", "sgpn_tiny_inpaint.ckpt")}
+#: The AFFB prior ladder (``make ladder``): variant C and the two models that differ from it only
+#: in I_3d's coefficients, halfway to each face's true ones and the true ones themselves.
+LADDER = {"C": "sgpn_tiny_c_no_mesh_losses.ckpt", "mix": "sgpn_tiny_ladder_mix.ckpt",
+          "oracle": "sgpn_tiny_ladder_oracle.ckpt"}
 
 
 def load_kit(name: str = "full SGPN") -> SGPNRestorer:
