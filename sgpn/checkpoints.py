@@ -114,6 +114,8 @@ def _load_sgpn(data: Mapping, path: Path) -> SGPNRestorer:
     restorer = SGPNRestorer(generator, build_shape_prior(face_model, hp.get("regressor"), hp.get("alignment", "resize")),
                             hparams=hp, checkpoint=str(path))
     load_strict(restorer, _weights(data["state_dict"], ("generator.", "shape_prior.")), str(path))
+    if "iterations" in data["state_dict"]:  # how long the model was trained (SGPNModule counts them)
+        restorer.iterations = int(data["state_dict"]["iterations"])
     return restorer
 
 
