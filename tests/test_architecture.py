@@ -151,3 +151,10 @@ def test_inference_does_not_import_the_training_code():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_the_readme_lists_every_module():
+    readme = (PACKAGE.parent / "README.md").read_text()
+    table = readme[readme.index("## The package"):readme.index("## Benchmarks")]
+    missing = [name for name, path in modules().items() if path.name != "__init__.py" and f"`{name}`" not in table]
+    assert not missing, missing
