@@ -124,7 +124,9 @@ def _load_teacher(data: Mapping, path: Path) -> ShapePrior:
     if "regressor" not in hp:
         raise ValueError(f"{path} is not a kit teacher checkpoint (no regressor hyper-parameters)")
     prior = build_shape_prior(load_face_model(hp.get("face_model")), hp["regressor"], hp.get("alignment", "resize"))
-    load_regressor_weights(prior.regressor, path)
+    prefix = "prior.regressor."
+    load_strict(prior.regressor, {k[len(prefix):]: v for k, v in data["state_dict"].items() if k.startswith(prefix)},
+                f"{path} ({prefix}*)")
     return prior
 
 

@@ -14,26 +14,22 @@ from pathlib import Path
 from typing import Callable
 
 import matplotlib
+import matplotlib.pyplot as plt
+import torch
 
-matplotlib.use("Agg")
-matplotlib.rcParams["svg.hashsalt"] = "sgpn"  # stable ids in SVG files
-
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from sgpn.app.visualize import ablation_chart, render_faces, show_images, show_rows  # noqa: E402
-from sgpn.checkpoints import load, load_teacher  # noqa: E402
-from sgpn.data.degradations import describe  # noqa: E402
-from sgpn.evaluation.affb import affb_statistics  # noqa: E402
-from sgpn.evaluation.kit_models import TASK_MODELS, VARIANTS, load_kit  # noqa: E402
-from sgpn.evaluation.scoring import TASK_IMAGES, ablation_evaluation  # noqa: E402
-from sgpn.evaluation.shape_accuracy import shape_from_lq  # noqa: E402
-from sgpn.evaluation.tables import METRIC_TITLES, TASKS  # noqa: E402
-from sgpn.evaluation.test_sets import degraded_test_set, synthetic_faces  # noqa: E402
-from sgpn.face3d.face_model import load_face_model  # noqa: E402
-from sgpn.face3d.renderer import Renderer  # noqa: E402
-from sgpn.paths import KIT_CHECKPOINTS  # noqa: E402
-from sgpn.retouch.evaluation import FRR_ROWS, kit_frr_evaluation  # noqa: E402
+from sgpn.app.visualize import ablation_chart, render_faces, show_images, show_rows
+from sgpn.checkpoints import load, load_teacher
+from sgpn.data.degradations import describe
+from sgpn.evaluation.affb import affb_statistics
+from sgpn.evaluation.kit_models import TASK_MODELS, VARIANTS, load_kit
+from sgpn.evaluation.scoring import TASK_IMAGES, ablation_evaluation
+from sgpn.evaluation.shape_accuracy import shape_from_lq
+from sgpn.evaluation.tables import METRIC_TITLES, TASKS
+from sgpn.evaluation.test_sets import degraded_test_set, synthetic_faces
+from sgpn.face3d.face_model import load_face_model
+from sgpn.face3d.renderer import Renderer
+from sgpn.paths import KIT_CHECKPOINTS
+from sgpn.retouch.evaluation import FRR_ROWS, kit_frr_evaluation
 
 #: Held-out faces used by the figures (the evaluation tables use the full test set).
 NUM_IMAGES = 256
@@ -257,4 +253,5 @@ def make_figures(out_dir: str | Path = "figures", names: list[str] | None = None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    return [path for name in (names or FIGURES) for path in FIGURES[name](out_dir, num_images)]
+    with matplotlib.rc_context({"svg.hashsalt": "sgpn"}):  # stable ids in SVG files
+        return [path for name in (names or FIGURES) for path in FIGURES[name](out_dir, num_images)]

@@ -2,6 +2,7 @@
 the top, and inference that never imports the training code."""
 
 import ast
+import os
 import subprocess
 import sys
 from collections import defaultdict
@@ -158,3 +159,14 @@ def test_the_readme_lists_every_module():
     table = readme[readme.index("## The package"):readme.index("## Benchmarks")]
     missing = [name for name, path in modules().items() if path.name != "__init__.py" and f"`{name}`" not in table]
     assert not missing, missing
+
+
+def test_importing_the_package_leaves_the_notebook_s_plotting_backend_alone():
+    """The command line imports every room; in a notebook, Jupyter's inline backend must stay,
+    or the notebooks that call ``sgpn.cli`` lose their pictures."""
+    inline = "module://matplotlib_inline.backend_inline"
+    code = "import matplotlib, sgpn.cli, sgpn.bench, sgpn.figures; print(matplotlib.get_backend())"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "MPLBACKEND": inline})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith(inline), result.stdout
