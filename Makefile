@@ -66,14 +66,19 @@ ablation: venv
 	$(BIN)/sgpn figures ablation --out figures
 
 ## make ladder: train the AFFB prior ladder's two upper rungs like variant C (same seed and
-## iterations, <= 90 min each): I_3d from halfway to the true coefficients, and from the truth
+## iterations): I_3d from halfway to the true coefficients, and from the truth; then train the
+## oracle on to its 90-minute budget and measure its ratio against iterations
 LADDER := mix oracle
+LADDER_C := --config configs/tiny.yaml --config configs/ablation/c_no_mesh_losses.yaml
 ladder: venv
 	for rung in $(LADDER); do \
-	  $(BIN)/sgpn fit --config configs/tiny.yaml --config configs/ablation/c_no_mesh_losses.yaml --config configs/ladder/$$rung.yaml && \
+	  $(BIN)/sgpn fit $(LADDER_C) --config configs/ladder/$$rung.yaml && \
 	  $(BIN)/sgpn export --compact runs/tiny_ladder_$$rung/checkpoints/last.ckpt kit_checkpoints/sgpn_tiny_ladder_$$rung.ckpt \
 	  || exit 1; \
 	done
+	$(BIN)/sgpn fit $(LADDER_C) --config configs/ladder/oracle.yaml --config configs/ladder/oracle_longer.yaml \
+	  --ckpt_path runs/tiny_ladder_oracle/checkpoints/last.ckpt
+	$(BIN)/sgpn bench affb-curve > figures/affb_ladder_curve.json
 
 ## make tasks: train the full model for inpainting like the tiny SGPN (same seed and budget; the
 ## paper trains one model per task), then evaluate

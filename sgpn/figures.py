@@ -17,22 +17,31 @@ import matplotlib
 import matplotlib.pyplot as plt
 import torch
 
-from sgpn.app.visualize import ablation_chart, render_faces, show_images, show_rows
+from sgpn.app.visualize import (
+    ablation_chart,
+    affb_mask_comparison,
+    ladder_chart,
+    render_faces,
+    show_images,
+    show_rows,
+)
 from sgpn.checkpoints import load, load_teacher
 from sgpn.data.degradations import describe
-from sgpn.evaluation.affb import affb_statistics
-from sgpn.evaluation.kit_models import TASK_MODELS, VARIANTS, load_kit
+from sgpn.evaluation.affb import AFFB_RATIO_TARGET, affb_statistics, ladder_rungs, single_occluder_faces
+from sgpn.evaluation.kit_models import LADDER, TASK_MODELS, VARIANTS, load_kit
 from sgpn.evaluation.scoring import TASK_IMAGES, ablation_evaluation
 from sgpn.evaluation.shape_accuracy import shape_from_lq
 from sgpn.evaluation.tables import METRIC_TITLES, TASKS
 from sgpn.evaluation.test_sets import degraded_test_set, synthetic_faces
 from sgpn.face3d.face_model import load_face_model
 from sgpn.face3d.renderer import Renderer
-from sgpn.paths import KIT_CHECKPOINTS
+from sgpn.paths import KIT_CHECKPOINTS, KIT_ROOT
 from sgpn.retouch.evaluation import FRR_ROWS, kit_frr_evaluation
 
 #: Held-out faces used by the figures (the evaluation tables use the full test set).
 NUM_IMAGES = 256
+#: The oracle's occluder/skin ratio against iterations, measured by ``make ladder``.
+LADDER_CURVE = KIT_ROOT / "figures" / "affb_ladder_curve.json"
 #: Faces of the held-out set shown in the picture grids (with varied occluders).
 SHOWN = (0, 1, 2, 3, 5, 6)
 
@@ -148,28 +157,34 @@ def inpainting(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
 
 
 def affb_masks(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
-    """Channel-mean AFFB masks at 16/32/64 px on occluded faces, and the occluder/skin ratio."""
-    full = _model()
+    """The kit model's and the oracle's channel-mean AFFB masks on one shared colour scale, on
+    faces wearing only sunglasses, a hand or a hat, and the kit model's occluder/skin ratio."""
     test_set = _test_set(num_images, "blind", 1.0)
-    stats = affb_statistics(full, test_set)
-    shown = list(SHOWN[:5])
-    images, titles = [], []
-    for i in shown:
-        images += [test_set["hq"][i], test_set["occluder_mask"][i, 0]]
-        titles += ["GT", "occluder mask"]
-        for res, masks in stats.mean_masks.items():
-            images.append(masks[i, 0])
-            titles.append(f"M {res} px")
-    fig = show_images(images, titles=titles, ncols=2 + len(stats.mean_masks), size=1.6, cmap="viridis")
-    ratios = ", ".join(f"{r} px: {v:.2f}" for r, v in stats.ratio.items())
-    fig.suptitle(f"AFFB masks M (mean over channels and both blocks; 1 = F_lq), each panel stretched over "
-                 f"its own range (purple: lowest, yellow: highest)\nOccluder/skin ratio of the mean mask "
-                 f"over {stats.num_images} faces: {ratios}", fontsize=8)
-    fig.tight_layout()
+    models = {"kit model": _model(), "oracle": load(KIT_CHECKPOINTS / LADDER["oracle"])}
+    fig = affb_mask_comparison(models, test_set, single_occluder_faces(test_set))
+    stats = affb_statistics(models["kit model"], test_set)
+    oracle = affb_statistics(models["oracle"], test_set)
+    ratios = "; ".join(f"{name}: " + ", ".join(f"{r} px {v:.2f}" for r, v in s.ratio.items())
+                       for name, s in (("kit model", stats), ("oracle", oracle)))
+    fig.suptitle(f"Occluder/skin ratio of the mean mask over {stats.num_images} occluded faces: {ratios}", fontsize=9)
     paths = [_save(fig, out_dir / "affb_masks.png")]
     path = out_dir / "affb_ratios.json"
     path.write_text(json.dumps(stats.summary(), indent=1) + "\n")
     return paths + [path]
+
+
+def affb_ladder(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
+    """The prior ladder: the occluder/skin ratio of C, mix and oracle against their I_3d's PSNR
+    on skin, and the oracle's ratio against its training iterations (the curve ``make ladder``
+    measured on its run's checkpoints, which are not shipped)."""
+    if not LADDER_CURVE.is_file():
+        raise FileNotFoundError(f"{LADDER_CURVE} is missing: make ladder measures it")
+    curve = json.loads(LADDER_CURVE.read_text())["rows"]
+    rungs = ladder_rungs(_test_set(num_images, "blind", 1.0))
+    fig = ladder_chart(rungs, curve, target=AFFB_RATIO_TARGET)
+    path = out_dir / "affb_ladder.json"
+    path.write_text(json.dumps({"images": num_images, "rungs": rungs, "oracle_curve": curve}, indent=1) + "\n")
+    return [_save(fig, out_dir / "affb_ladder.png"), path]
 
 
 def shape_from_lq_figure(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
@@ -238,6 +253,7 @@ FIGURES: dict[str, Callable[..., list[Path]]] = {
     "shape_from_lq": shape_from_lq_figure,
     "restoration": restoration,
     "affb_masks": affb_masks,
+    "affb_ladder": affb_ladder,
     "ablation": ablation,
     "inpainting": inpainting,
     "frr": retouching_reversal,

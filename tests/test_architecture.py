@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sgpn"
 MAX_LINES = 500
 #: Function-level imports that are allowed: optional heavy dependencies, imported only where
 #: they are used (each also says so in a comment beside the import).
-OPTIONAL_HEAVY = {"facenet_pytorch"}
+OPTIONAL_HEAVY = {"facenet_pytorch", "playwright"}
 
 
 def module_name(path: Path) -> str:

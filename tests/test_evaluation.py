@@ -13,7 +13,14 @@ import torch
 from PIL import Image
 
 from sgpn.cli import main
-from sgpn.evaluation.affb import MASK_INTERVENTIONS, affb_statistics, mask_interventions, i3d_quality
+from sgpn.evaluation.affb import (
+    MASK_INTERVENTIONS,
+    affb_statistics,
+    i3d_quality,
+    mask_interventions,
+    ratio_curve,
+    single_occluder_faces,
+)
 from sgpn.evaluation.bounds import BOUND_METHODS, bound_reconstructions, restoration_bounds
 from sgpn.evaluation.claims import beats, reaches, restoration_claims
 from sgpn.evaluation.metrics import MetricResult, MetricSuite
@@ -168,6 +175,14 @@ def test_a_table_of_chosen_metrics_puts_each_value_under_its_own_header():
         "FID": "70.00", "NME": "0.0584 ± 0.0013", "PSNR": "22.50 ± 0.10"}
 
 
+def test_a_column_no_row_has_a_number_for_is_left_out(tmp_path):
+    rows = [Row("blind", name, {"psnr": MetricResult(value, spread=0.1), "lpips": MetricResult(None, "no weights")}, 8)
+            for name, value in (("a", 22.5), ("b", 23.0))]
+    _, table = Evaluation(rows=rows, metrics=("psnr", "lpips", "fid")).write(tmp_path, "t")
+    shown = read_evaluation(table).without_empty_columns()
+    assert shown.metrics == ("psnr",) and "LPIPS" not in shown.markdown() and shown.value("blind", "b", "psnr") == 23.0
+
+
 def test_folder_pairs_match_by_name(tmp_path):
     for side in ("lq", "hq"):
         (tmp_path / side).mkdir()
@@ -261,6 +276,34 @@ def test_the_prior_ladder_measures_masks_and_i3d_with_the_true_coefficients(blin
         ladder["oracle"].restore(blind["lq"])
     with pytest.raises(ValueError, match="keeps the shape module frozen"):
         micro_module(prior="oracle")
+
+
+def test_the_ratio_curve_follows_a_run_by_its_iterations(blind, tmp_path):
+    """Each checkpoint of a run gives one row, ordered by the iterations it was trained for, with
+    the same ratio as the statistics of the loaded model."""
+    frozen = dict(train_shape_prior=False, mesh_losses=False, prior="oracle")
+    paths = []
+    for iterations in (30, 10):
+        module = micro_module(**frozen)
+        module.iterations.fill_(iterations)
+        paths.append(save_checkpoint(module, tmp_path / f"step={2 * iterations}.ckpt"))
+    rows = ratio_curve(paths, blind)
+    assert [row["iterations"] for row in rows] == [10, 30]
+    stats = affb_statistics(micro_module(**frozen), blind)
+    assert rows[0]["ratio"] == {str(r): round(v, 4) for r, v in stats.ratio.items()}
+    with pytest.raises(ValueError, match="no checkpoints"):
+        ratio_curve([], blind)
+
+
+def test_single_occluder_faces_name_the_first_face_wearing_only_that():
+    from sgpn.data.face_painter import OCCLUDERS
+
+    worn = torch.zeros(4, len(OCCLUDERS), dtype=torch.bool)
+    worn[0, [OCCLUDERS.index("sunglasses"), OCCLUDERS.index("hat")]] = True   # two at once: not alone
+    worn[1, OCCLUDERS.index("hat")] = worn[2, OCCLUDERS.index("sunglasses")] = worn[3, OCCLUDERS.index("hat")] = True
+    assert single_occluder_faces({"occluders": worn}, ("sunglasses", "hat")) == {"sunglasses": 2, "hat": 1}
+    with pytest.raises(ValueError, match="wears only 'hand'"):
+        single_occluder_faces({"occluders": worn}, ("hand",))
 
 
 def test_mask_interventions_set_the_masks_by_hand_and_restore_them(blind):

@@ -125,6 +125,14 @@ def show_rows(rows: dict[str, torch.Tensor], size: float = 1.5, titles=None):
     return fig
 
 
+def difference_maps(images: torch.Tensor, reference: torch.Tensor, gain: float = 4.0, cmap: str = "magma"):
+    """``|images - reference|`` (mean over colour) times ``gain``, colour-mapped on one fixed scale
+    (black: identical) as ``(..., 3, H, W)`` images for :func:`show_rows`: a warp of a few pixels
+    or a slight change of colour, invisible side by side at 64 px, shows where it acted."""
+    difference = ((images - reference).abs().mean(-3) * gain).clamp(0, 1)
+    return torch.from_numpy(plt.get_cmap(cmap)(difference.detach().cpu().numpy())[..., :3]).float().movedim(-1, -3)
+
+
 @torch.no_grad()
 def vertex_maps(model: FaceModel, values: dict[str, torch.Tensor], unit: str = "mm",
                 scale: float = MM_PER_UNIT, size: int = 160, cmap: str = "magma"):
@@ -149,15 +157,27 @@ def vertex_maps(model: FaceModel, values: dict[str, torch.Tensor], unit: str = "
 def grouped_bars(values: dict[str, dict[str, float]], labels: dict[str, str], xlabel: str,
                  xlim: tuple[float, float] | None = None):
     """Horizontal bars: one group per key of the inner dicts (titled by ``labels``), one bar
-    colour per outer key (the legend)."""
+    colour per outer key (the legend). A bar beyond ``xlim`` stops at the edge, hatched, with
+    its true value written there, so a clipped bar never reads as a short one."""
     groups = list(labels)
+    low, high = xlim or (-np.inf, np.inf)
     fig, ax = plt.subplots(figsize=(7, 0.42 * len(groups) * max(1, len(values) / 2) + 1))
     height = 0.8 / len(values)
     for index, (name, row) in enumerate(values.items()):
         positions = np.arange(len(groups)) + index * height
-        ax.barh(positions, [row.get(g, float("nan")) for g in groups], height, label=name, color=f"C{index}")
+        data = np.array([row.get(g, float("nan")) for g in groups])
+        bars = ax.barh(positions, data.clip(low, high), height, label=name, color=f"C{index}")
+        for bar, y, value in zip(bars, positions, data):
+            if value < low or value > high:
+                left = value < low
+                bar.set_hatch("///")
+                shown = f"{value:.2f}".replace("-", "−")
+                ax.text(low if left else high, y, f"◀ {shown}" if left else f"{shown} ▶",
+                        ha="left" if left else "right", va="center", fontsize=8,
+                        bbox={"fc": "white", "ec": "none", "pad": 0.5})
     ax.set_yticks(np.arange(len(groups)) + height * (len(values) - 1) / 2, [labels[g] for g in groups])
     ax.invert_yaxis()
+    ax.axvline(0, color="black", lw=0.8)
     ax.set_xlabel(xlabel)
     if xlim:
         ax.set_xlim(*xlim)
@@ -252,5 +272,134 @@ def readout_chart(readouts: dict[str, dict[float, dict]], regressors: dict[str, 
     ax.set_ylabel("vertex error / mean face's")
     ax.set_ylim(0, 1.1)
     ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def show_masks_shared(rows: dict[str, list[tuple[str, torch.Tensor]]], mask_label: str, size: float = 1.4):
+    """Rows of titled panels, the row's name at its left: ``(3, H, W)`` images as they are, and
+    every ``(H, W)`` panel a mask drawn on one colour scale shared by all of them (the lowest to
+    the highest mask value shown), read off one colour bar, so masks compare across panels,
+    rows and models."""
+    masks = [image for panels in rows.values() for _, image in panels if image.dim() == 2]
+    if not masks:
+        raise ValueError("no (H, W) mask panels to draw")
+    low = min(m.min().item() for m in masks)
+    high = max(max(m.max().item() for m in masks), low + 1e-6)
+    count = max(len(panels) for panels in rows.values())
+    fig, axes = plt.subplots(len(rows), count, figsize=(size * count + 2.2, size * len(rows) + 0.4), squeeze=False)
+    for (name, panels), line in zip(rows.items(), axes):
+        for ax in line:
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.spines[:].set_visible(False)
+        for ax, (title, image) in zip(line, panels):
+            if image.dim() == 2:
+                shown = ax.imshow(image.detach().float().cpu().numpy(), cmap="viridis", vmin=low, vmax=high)
+            else:
+                ax.imshow(to_display(image))
+            ax.set_title(title, fontsize=8)
+        line[0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    fig.tight_layout()
+    fig.colorbar(shown, ax=axes.ravel().tolist(), fraction=0.02, pad=0.01, label=mask_label)
+    return fig
+
+
+def preview_figure(preview: dict, size: float = 1.6):
+    """What :class:`~sgpn.training.callbacks.ImageGridLogger` writes at each validation, legibly:
+    an SGPN module's ``preview`` (LQ, I_3d, output and GT, then each AFFB mask on one colour
+    scale), one face per column."""
+    count = len(preview["rows"]["LQ"])
+    rows = {name: [(f"face {i}" if name == "LQ" else "", images[i]) for i in range(count)]
+            for name, images in preview["rows"].items()}
+    rows |= {name: [("", masks[i, 0]) for i in range(count)] for name, masks in preview["masks"].items()}
+    return show_masks_shared(rows, "M (channel mean): 1 takes F_lq, 0 takes F_3d", size)
+
+
+@torch.no_grad()
+def affb_mask_comparison(models: dict, test_set: dict, faces: dict[str, int], resolutions=(32, 64)):
+    """For each named face (``{"sunglasses": index, ...}``) and each model: LQ, I_3d, the
+    channel- and block-mean AFFB mask at ``resolutions`` (one shared colour scale), the output,
+    GT and the occluder, so the masks of different models compare panel for panel. Models whose
+    I_3d needs the true coefficients (the prior ladder's) get them from the test set."""
+    index = torch.tensor(list(faces.values()))
+    rows = {}
+    for name, module in models.items():
+        truth = test_set["coeffs"][index] if getattr(module, "prior_weight", 0) else None
+        restored = module.restore(test_set["lq"][index], truth)
+        for j, kind in enumerate(faces):
+            means = {res: torch.stack([m[j].mean(0) for (r, _), m in restored.masks.items() if r == res]).mean(0)
+                     for res in resolutions}
+            rows[f"{kind}\n{name}"] = [("LQ", test_set["lq"][index[j]]), ("I_3d", restored.i3d[j]),
+                                       *[(f"M {res} px", means[res]) for res in resolutions],
+                                       ("output", restored.output[j]), ("GT", test_set["hq"][index[j]]),
+                                       ("occluder", test_set["occluder_mask"][index[j]].float().expand(3, -1, -1))]
+    ordered = {key: rows[key] for kind in faces for key in rows if key.startswith(f"{kind}\n")}
+    return show_masks_shared(ordered, "M (channel and block mean): 1 takes F_lq, 0 takes F_3d")
+
+
+def ladder_chart(rungs: dict[str, dict], curve: list[dict], target: float):
+    """Left: each rung's occluder/skin ratio (± 2 standard errors) at 32 and 64 px against its
+    I_3d's PSNR on skin. Right: the oracle's ratio against training iterations, with the other
+    rungs at their iteration count. The dashed line is the target."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for res, marker in (("32", "s"), ("64", "o")):
+        x = [rung["i3d_psnr_skin"] for rung in rungs.values()]
+        y = [rung["ratio"][res] for rung in rungs.values()]
+        left.errorbar(x, y, yerr=[2 * rung["ratio_se"][res] for rung in rungs.values()], marker=marker, capsize=3,
+                      label=f"{res} px")
+        if res == "64":
+            for name, xi, yi in zip(rungs, x, y):
+                left.annotate(name, (xi, yi), textcoords="offset points", xytext=(6, -12), fontsize=9)
+        iterations = [row["iterations"] for row in curve]
+        ratios = np.array([row["ratio"][res] for row in curve])
+        spread = 2 * np.array([row["ratio_se"][res] for row in curve])
+        line, = right.plot(iterations, ratios, marker=marker, ms=3, label=f"oracle, {res} px")
+        right.fill_between(iterations, ratios - spread, ratios + spread, color=line.get_color(), alpha=0.2)
+    for name in rungs:
+        if name != "oracle":
+            at = (rungs[name]["iterations"], rungs[name]["ratio"]["64"])
+            right.scatter(*at, marker="x", color="k", zorder=3)
+            right.annotate(f"{name}, 64 px", at, textcoords="offset points",
+                           xytext=(5, -4), fontsize=8)
+    for ax in (left, right):
+        ax.axhline(target, color="k", ls="--", lw=1)
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.set_ylabel("occluder/skin ratio of M")
+        ax.legend(fontsize=8, loc="upper left")
+    left.set_xlabel("I_3d's PSNR on skin (dB): the prior's quality")
+    left.set_title(f"the prior ladder after {rungs['oracle']['iterations']:,} iterations (± 2 SE)", fontsize=10)
+    right.set_xlabel("training iterations")
+    right.set_title("the oracle trained on (± 2 SE)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_training_log(path):
+    """The curves of an SGPN run's CSV log (Lightning's ``metrics.csv``) against iterations (the
+    logger's steps, not Lightning's, which count each optimiser): every weighted term of the
+    generator's loss, the discriminator's, and the validation PSNR and SSIM of the output
+    against those of the LQ input."""
+    log = np.genfromtxt(path, delimiter=",", names=True)
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+    curves = {0: (("trainl1", "L1"), ("trainfeature_matching", "feature matching"), ("trainperceptual", "VGG-16"),
+                  ("trainadv", "L_adv"), ("train3dlm", "λ_lm L_3dlm"), ("trainmesh", "λ_vt L_mesh")),
+              1: (("traind_loss", "D loss"), ("trainr1", "R1"))}
+    for panel, terms in curves.items():
+        for key, label in terms:
+            if key in log.dtype.names:
+                keep = ~np.isnan(log[key])
+                axes[panel].plot(log["step"][keep], log[key][keep], label=label, lw=1)
+    axes[0].set_yscale("log")
+    axes[0].set_title("generator loss terms")
+    axes[1].set_title("discriminator")
+    val = ~np.isnan(log["valpsnr"])
+    for ax, metric, unit in ((axes[2], "psnr", " (dB)"), (axes[3], "ssim", "")):
+        ax.plot(log["step"][val], log[f"val{metric}"][val], "o-", label="output")
+        ax.plot(log["step"][val], log[f"val{metric}_lq"][val], "--", label="LQ input")
+        ax.set_title(f"validation {metric.upper()}{unit}")
+    for ax in axes:
+        ax.set_xlabel("iteration")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

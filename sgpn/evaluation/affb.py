@@ -4,17 +4,23 @@ the image error when they are set by hand."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
 
+from sgpn.checkpoints import load
 from sgpn.data.face_painter import OCCLUDERS
+from sgpn.evaluation.kit_models import LADDER
 from sgpn.evaluation.metrics import vertex_error
+from sgpn.paths import KIT_CHECKPOINTS
 from sgpn.nets.generator import overridden_masks
 
 #: AFFB masks are analysed at these resolutions and above.
 AFFB_MIN_RESOLUTION = 16
+#: The kit's target for the occluder/skin ratio at the two highest resolutions, after the paper.
+AFFB_RATIO_TARGET = 1.3
 
 
 @dataclass
@@ -118,6 +124,35 @@ def true_coefficients(module, test_set: Mapping[str, torch.Tensor], start: int, 
     return test_set["coeffs"][start:start + count]
 
 
+def single_occluder_faces(test_set: Mapping[str, torch.Tensor], kinds=("sunglasses", "hand", "hat")) -> dict[str, int]:
+    """The first face of the test set wearing each kind of occluder and nothing else."""
+    alone = test_set["occluders"].sum(1) == 1
+    faces = {}
+    for kind in kinds:
+        wearing = (test_set["occluders"][:, OCCLUDERS.index(kind)] & alone).nonzero()[:, 0]
+        if not len(wearing):
+            raise ValueError(f"no face of the test set wears only {kind!r}: draw more faces or raise occluder_prob")
+        faces[kind] = int(wearing[0])
+    return faces
+
+
+def ratio_curve(checkpoints: Iterable[str | Path], test_set: Mapping[str, torch.Tensor]) -> list[dict]:
+    """The occluder/skin ratio (with its standard error) and the output's occluder L1 of each
+    checkpoint of a training run, by the iterations it was trained for: how the masks learn to
+    choose as training goes on."""
+    rows = []
+    for path in checkpoints:
+        module = load(path)
+        stats = affb_statistics(module, test_set)
+        rows.append({"iterations": int(module.iterations),
+                     "ratio": {str(r): round(v, 4) for r, v in stats.ratio.items()},
+                     "ratio_se": {str(r): round(v, 4) for r, v in stats.ratio_se().items()},
+                     "occluder_l1_output": round(stats.occluder_l1["output"], 4)})
+    if not rows:
+        raise ValueError("no checkpoints to measure")
+    return sorted(rows, key=lambda row: row["iterations"])
+
+
 @torch.no_grad()
 def i3d_quality(module, test_set: Mapping[str, torch.Tensor], batch_size: int = 64) -> dict[str, float]:
     """How good a model's I_3d is on synthetic faces: the vertex error of its coefficients against
@@ -134,6 +169,22 @@ def i3d_quality(module, test_set: Mapping[str, torch.Tensor], batch_size: int = 
         squared = ((restored.i3d - test_set["hq"][start:start + batch_size]) ** 2 * skin).flatten(1).sum(1)
         psnrs.append(-10 * torch.log10(squared / (3 * skin.flatten(1).sum(1)).clamp(min=1)))
     return {"i3d_vertex_error": torch.cat(errors).mean().item(), "i3d_psnr_skin": torch.cat(psnrs).mean().item()}
+
+
+def ladder_rungs(test_set: Mapping[str, torch.Tensor]) -> dict[str, dict]:
+    """The prior ladder's three kit models (:data:`~sgpn.evaluation.kit_models.LADDER`) on one
+    test set: iterations trained, the occluder/skin ratio and its standard error per resolution,
+    the L1 to HQ on occluder pixels of the output and of I_3d, and I_3d's quality
+    (:func:`i3d_quality`)."""
+    rungs = {}
+    for name, file in LADDER.items():
+        module = load(KIT_CHECKPOINTS / file)
+        stats = affb_statistics(module, test_set)
+        rungs[name] = {"iterations": int(module.iterations), "ratio": {str(r): round(v, 4) for r, v in stats.ratio.items()},
+                       "ratio_se": {str(r): round(v, 4) for r, v in stats.ratio_se().items()},
+                       **{f"occluder_l1_{k}": round(v, 4) for k, v in stats.occluder_l1.items()},
+                       **{k: round(v, 4) for k, v in i3d_quality(module, test_set).items()}}
+    return rungs
 
 
 #: Hand-set AFFB masks for :func:`mask_interventions`: each a function of the learned mask
