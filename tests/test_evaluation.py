@@ -333,6 +333,18 @@ def test_mask_interventions_set_the_masks_by_hand_and_restore_them(blind):
         pass
 
 
+def test_mask_interventions_at_one_resolution_leave_the_other_blocks_learned(blind):
+    module = micro_module()
+    chosen = ["learned", "M = 0 everywhere (F_3d only)"]
+    nowhere = mask_interventions(module, blind, batch_size=4, resolutions=[], settings=chosen)
+    assert list(nowhere) == chosen and nowhere[chosen[1]] == pytest.approx(nowhere["learned"])
+    top = max(r for r, _ in module.restore(blind["lq"][:1]).masks)
+    assert mask_interventions(module, blind, batch_size=4, resolutions=[top], settings=chosen)[chosen[1]]["l1"] \
+        != pytest.approx(nowhere["learned"]["l1"], rel=1e-6)
+    with pytest.raises(ValueError, match="unknown mask settings"):
+        mask_interventions(module, blind, settings=["M = 2"])
+
+
 def test_checkpoint_method_returns_output_and_prior_coefficients(blind):
     output, coeffs = checkpoint_method(micro_module())(blind)
     assert output.shape == blind["hq"].shape and coeffs.shape == (6, 257)

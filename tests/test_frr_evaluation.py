@@ -15,7 +15,8 @@ from sgpn.nets.fmar import resize
 from sgpn.nets.shape_prior import build_shape_prior
 from sgpn.paths import KIT_CHECKPOINTS
 from sgpn.retouch.evaluation import (CLIP_UNAVAILABLE, FRR_CHECKPOINTS, FRR_ROWS, frr_evaluation, frr_limits,
-                                     frr_outputs, frr_test_set, identity_error, load_kit_frr)
+                                     frr_outputs, frr_test_set, identity_error, load_kit_frr,
+                                     where_frr_loses)
 from sgpn.training import FRRModule
 
 MICRO = {"fmar": {"channels": (16, 32), "layers": 1, "attention_at": None},
@@ -112,6 +113,18 @@ def test_the_limits_of_untrained_micro_stages_are_their_inputs(pairs):
     assert not torch.equal(low["FMAR's sample (2 DDIM steps)"], low["mean of 2 FMAR samples"])
     one, _ = frr_limits(stages, pairs, samples=1, steps=2)
     torch.testing.assert_close(one["FMAR + HFDG, mean of 1 FMAR samples"], full["FMAR + HFDG, one FMAR sample"])
+
+
+def test_where_frr_loses_pairs_its_differences(pairs):
+    """The three halves of notebook 10's story, each difference taken image by image."""
+    torch.manual_seed(0)
+    stages = {stage: FRRModule(stage, size=32, low_size=16, network=MICRO[stage]).eval() for stage in MICRO}
+    story = where_frr_loses(stages, pairs, steps=2)
+    assert list(story) == ["details above 16 px on the raw face brought down", "the face at 16 px", "at 32 px"]
+    details, _, together = story.values()
+    assert details["the U-Net's − HFDG's"].value == pytest.approx(details["the U-Net's"].value - details["HFDG's"].value)
+    gap = together["the U-Net − HFDG on its face"]
+    assert gap.value == pytest.approx(together["the U-Net"].value - together["HFDG on the U-Net's 16 px face"].value)
 
 
 def test_a_missing_stage_is_named(tmp_path):

@@ -21,6 +21,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from jupyter_client import BlockingKernelClient
+
 from sgpn.app.page import serve_command
 
 #: Software WebGL (no GPU here) for plotly's mesh; the background-network switches keep
@@ -92,8 +94,6 @@ class Server:
     def kernel(self, older: set[Path] = frozenset()):
         """A client of the newest kernel the server started (waiting for one not in ``older``:
         a notebook's page shows up before its kernel does), for checks in the kernel."""
-        from jupyter_client import BlockingKernelClient
-
         deadline = time.monotonic() + 120
         while not (files := sorted(self.kernel_files() - set(older), key=lambda p: p.stat().st_mtime)):
             if time.monotonic() > deadline:
@@ -194,12 +194,17 @@ def run_all(page, server: Server, notebook: Path, timeout_s: float = 600, screen
 
 
 #: Records when the explorer's image changes and when plotly finishes a redraw, and when a key
-#: goes down, in the page's clock.
-WATCH = """() => {
+#: goes down, in the page's clock. Waits for the plot first: the kernel sends plotly's script
+#: once it is idle (sgpn.app.kernel_plotly).
+WATCH = """async () => {
   const w = window.__sgpn = {img: [], plot: [], keys: []};
   const img = document.querySelector('img.widget-image');
   new MutationObserver(() => w.img.push(performance.now())).observe(img, {attributes: true, attributeFilter: ['src']});
-  const plot = document.querySelector('.js-plotly-plot');
+  let plot;
+  for (const start = performance.now(); !(plot = document.querySelector('.js-plotly-plot')); ) {
+    if (performance.now() - start > 120000) throw new Error('no plotly figure after 120 s');
+    await new Promise(resolve => setTimeout(resolve, 100));
+  }
   plot.on('plotly_afterplot', () => w.plot.push(performance.now()));
   document.addEventListener('keydown', () => w.keys.push(performance.now()), true);
   return true;

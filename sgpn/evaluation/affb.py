@@ -200,24 +200,35 @@ MASK_INTERVENTIONS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tenso
 
 
 @torch.no_grad()
-def mask_interventions(module, test_set: Mapping[str, torch.Tensor], batch_size: int = 64) -> dict[str, dict[str, float]]:
+def mask_interventions(module, test_set: Mapping[str, torch.Tensor], batch_size: int = 64,
+                       resolutions: Iterable[int] | None = None,
+                       settings: Iterable[str] | None = None) -> dict[str, dict[str, float]]:
     """What AFFB's masks do, found by setting them by hand (:data:`MASK_INTERVENTIONS`) in every
     block: the mean L1 to the HQ face over occluder pixels (``occluder_l1``) and over the whole
     image (``l1``), each setting on the same faces. A channel-mean mask near 0.5 can hide masks
     that choose per channel; these numbers tell the two apart. Occluder cells as in
-    :func:`affb_statistics` (more than half covered)."""
+    :func:`affb_statistics` (more than half covered). With ``resolutions``, only the blocks at
+    those resolutions are set (the others keep their learned masks): what choosing would be
+    worth at one resolution. ``settings`` picks some of :data:`MASK_INTERVENTIONS` by name."""
     if module.generator.config.fusion != "affb":
         raise ValueError(f"mask interventions need a model with AFFB; this one has fusion={module.generator.config.fusion!r}")
     cover_all = test_set["occluder_mask"].float()
     if not cover_all.any():
         raise ValueError("the test set has no occluder pixels: draw it with occluder_prob > 0")
+    resolutions = None if resolutions is None else set(resolutions)
+    unknown = set(settings or ()) - set(MASK_INTERVENTIONS)
+    if unknown:
+        raise ValueError(f"unknown mask settings {sorted(unknown)}; choose from {list(MASK_INTERVENTIONS)}")
     results = {}
-    for name, setting in MASK_INTERVENTIONS.items():
+    for name in settings or MASK_INTERVENTIONS:
+        setting = MASK_INTERVENTIONS[name]
         occluder_error = image_error = 0.0
         for start in range(0, len(test_set["lq"]), batch_size):
             cover = cover_all[start:start + batch_size]
 
             def override(mask, cover=cover):
+                if resolutions is not None and mask.shape[-1] not in resolutions:
+                    return mask
                 return setting(mask, F.adaptive_avg_pool2d(cover, mask.shape[-1]) > 0.5)
 
             with overridden_masks(module.generator, override):

@@ -100,6 +100,13 @@ class Evaluation:
         result = self.result(task, method, metric)
         return math.nan if result is None or result.value is None else result.value
 
+    def without_empty_columns(self) -> Evaluation:
+        """The table without the metrics no row has a number for (LPIPS in a CSV written where
+        its weights were missing): a column of dashes tells a reader nothing."""
+        metrics = tuple(m for m in self.metrics if any(row.results.get(m) is not None
+                                                       and row.results[m].value is not None for row in self.rows))
+        return Evaluation(self.rows, self.notes, metrics)
+
 
 #: The CSV column of a metric's spread is the metric's name with this suffix.
 SPREAD_SUFFIX = "_spread"

@@ -135,6 +135,30 @@ def frr_limits(stages: Mapping[str, FRRStage], pairs: Mapping[str, torch.Tensor]
             {name: psnr_per_image(to_image(faces), to_image(raw_low)) for name, faces in at_low.items()})
 
 
+def where_frr_loses(stages: Mapping[str, FRRStage], pairs: Mapping[str, torch.Tensor], steps: int = 20,
+                    seed: int = 0) -> dict[str, dict[str, MetricResult]]:
+    """:func:`frr_limits` with one FMAR sample, as FRRffusion draws it, cut to the three
+    comparisons that say where FMAR + HFDG loses to the U-Net, each PSNR a mean over the pairs
+    with its standard error (differences paired, image by image): HFDG's details against the
+    U-Net's, both on the raw face brought down to FMAR's size; the coarse face at FMAR's size;
+    and at full size, both stages against HFDG on the U-Net's own coarse face and the U-Net."""
+    full, low = frr_limits(stages, pairs, samples=1, steps=steps, seed=seed)
+    size, mean = stages["fmar"].net.size, lambda values: mean_over_images([values])
+    hfdg, theirs = full[f"HFDG on the raw face at {size} px"], full[f"that + the U-Net's details above {size} px"]
+    on_unet, unet = full[f"HFDG on the U-Net's face brought down to {size} px"], full["U-Net (L1)"]
+    guess = next(values for name, values in low.items() if name.startswith("FMAR's first-step guess"))
+    return {f"details above {size} px on the raw face brought down": {
+                "HFDG's": mean(hfdg), "the U-Net's": mean(theirs), "the U-Net's − HFDG's": mean(theirs - hfdg)},
+            f"the face at {size} px": {
+                "FMAR's sample": mean(low[f"FMAR's sample ({steps} DDIM steps)"]),
+                "FMAR's first-step guess": mean(guess),
+                "the U-Net's brought down": mean(low[f"U-Net (L1) brought down to {size} px"])},
+            f"at {pairs['hq'].shape[-1]} px": {
+                "FMAR + HFDG": mean(full["FMAR + HFDG, one FMAR sample"]),
+                f"HFDG on the U-Net's {size} px face": mean(on_unet), "the U-Net": mean(unet),
+                "the U-Net − HFDG on its face": mean(unet - on_unet)}}
+
+
 @torch.no_grad()
 def identity_error(teacher, output: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
     """Per image ``(B,)``: the mean vertex distance between the identity-only meshes the
