@@ -287,7 +287,8 @@ def show_masks_shared(rows: dict[str, list[tuple[str, torch.Tensor]]], mask_labe
     low = min(m.min().item() for m in masks)
     high = max(max(m.max().item() for m in masks), low + 1e-6)
     count = max(len(panels) for panels in rows.values())
-    fig, axes = plt.subplots(len(rows), count, figsize=(size * count + 2.2, size * len(rows) + 0.4), squeeze=False)
+    fig, axes = plt.subplots(len(rows), count, figsize=(size * count + 2.2, size * len(rows) + 0.6), squeeze=False,
+                             layout="constrained")  # leaves room for the colour bar and a title
     for (name, panels), line in zip(rows.items(), axes):
         for ax in line:
             ax.set_xticks([])
@@ -300,8 +301,7 @@ def show_masks_shared(rows: dict[str, list[tuple[str, torch.Tensor]]], mask_labe
                 ax.imshow(to_display(image))
             ax.set_title(title, fontsize=8)
         line[0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
-    fig.tight_layout()
-    fig.colorbar(shown, ax=axes.ravel().tolist(), fraction=0.02, pad=0.01, label=mask_label)
+    fig.colorbar(shown, ax=axes, fraction=0.02, pad=0.01, label=mask_label)
     return fig
 
 
