@@ -141,3 +141,12 @@ def test_component_moves_are_the_rms_vertex_move_in_pixels(open_model):
         torch.testing.assert_close(moves[part][index], rms_px, rtol=1e-4, atol=0)
     torch.testing.assert_close(component_moves_px(open_model, 128, count=4)["id"], 2 * moves["id"], rtol=1e-2, atol=0)
     assert moves["id"][0] > moves["id"][3]  # the bases are ordered by size
+
+
+def test_the_r2_chart_marks_a_clipped_bar_with_its_value():
+    from sgpn.app.visualize import grouped_bars
+
+    fig = grouped_bars({"a": {"x": 0.5, "y": -2.3}}, {"x": "x", "y": "y"}, "R²", xlim=(-0.4, 1))
+    bars = fig.axes[0].patches
+    assert [bar.get_hatch() for bar in bars] == [None, "///"] and bars[1].get_width() == pytest.approx(-0.4)
+    assert [text.get_text() for text in fig.axes[0].texts] == ["◀ −2.30"]

@@ -227,6 +227,23 @@ def test_fit_logs_losses_grids_and_a_checkpoint(micro_run):
     assert all(s["last_epoch"] == 9 and max(s["_last_lr"]) < 1e-9 for s in saved["lr_schedulers"])
 
 
+
+def test_the_notebook_pictures_of_a_run_show_its_log_and_its_preview(tmp_path):
+    """Notebook 06's pictures: the CSV log's curves, and a module's preview with its AFFB masks."""
+    from sgpn.app.visualize import plot_training_log, preview_figure
+
+    log = tmp_path / "metrics.csv"
+    log.write_text("epoch,step,train/l1,train/adv,train/d_loss,val/psnr,val/psnr_lq,val/ssim,val/ssim_lq\n"
+                   "0,10,2.0,0.7,1.3,,,,\n0,20,,,,21.0,20.5,0.6,0.55\n")
+    curves = plot_training_log(log)
+    assert [[line.get_label() for line in ax.lines] for ax in curves.axes] == [
+        ["L1", "L_adv"], ["D loss"], ["output", "LQ input"], ["output", "LQ input"]]
+    preview = {"rows": {name: torch.rand(2, 3, 8, 8) for name in ("LQ", "I_3d", "output", "GT")},
+               "masks": {"M 16px": torch.rand(2, 1, 4, 4)}}
+    grid = preview_figure(preview)
+    assert [ax.get_ylabel() for ax in grid.axes[::2][:5]] == ["LQ", "I_3d", "output", "GT", "M 16px"]
+    assert "1 takes F_lq" in grid.axes[-1].get_ylabel()  # the masks' colour bar
+
 def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch, micro_teacher, micro_run):
     """Crash in the middle of the last epoch, resume from last.ckpt (written mid-epoch, every
     2 optimiser steps = 1 batch): the final weights match the uninterrupted run's."""
