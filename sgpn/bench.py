@@ -20,7 +20,7 @@ import matplotlib
 import torch
 import yaml
 
-from sgpn.app.browser import chromium, explorer_latencies, jupyterlab, run_all, voila
+from sgpn.app.browser import chromium, explorer_latencies, jupyterlab, kernel_value, run_all, voila
 from sgpn.app.widgets import CoefficientExplorer
 from sgpn.checkpoints import load, load_teacher, training_minutes
 from sgpn.data.folder import read_rgb
@@ -131,8 +131,10 @@ def bench_browser(presses: int = 10) -> dict:
             page = browser.new_page(viewport={"width": 1500, "height": 1000})
             try:
                 if name == "jupyterlab":
-                    run_all(page, server, KIT_ROOT / "notebooks" / "01_morphable_model.ipynb").stop_channels()
+                    kernel = run_all(page, server, KIT_ROOT / "notebooks" / "01_morphable_model.ipynb")
                     page.wait_for_timeout(2000)  # late echoes of the cell that drives sliders from code
+                    kernel_value(kernel, "explorer.updates")  # as the browser test does before it measures
+                    kernel.stop_channels()
                 else:
                     page.goto(server.url)
                     page.locator("img.widget-image").first.wait_for(timeout=240_000)
