@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from ipywidgets.widgets.widget import _remove_buffers
 
 from sgpn.app.widgets import CoefficientExplorer, EchoGuard, preview_mesh
 from sgpn.face3d import coefficients
@@ -59,19 +58,6 @@ def test_faces_are_sent_once(explorer):
     i_before = mesh.i
     explorer.sliders["exp", 0].value = 1.0
     assert mesh.i is i_before
-
-
-def test_the_mesh_figure_saves_without_plotlys_script_and_buffers(explorer):
-    """A notebook saved with its widgets keeps each widget's state and every buffer an update
-    ever carried: the figure's state holds neither plotly's 5 MB script (the kernel sends it
-    on request) nor binary buffers."""
-    figure = explorer.mesh_figure
-    explorer.sliders["exp", 0].value = 1.0
-    update = figure.trait_metadata("_py2js_update", "to_json")({"style_data": {"x": [np.zeros(5, np.float32)]}}, figure)
-    assert _remove_buffers({"update": update})[2] == [] and update["style_data"]["x"][0]["dtype"] == "f4"
-    assert _remove_buffers(figure.get_state())[2] == []
-    assert len(figure.get_state()["_esm"]) < 5_000
-    assert len(figure._plotly_script(None, [])[1][0]) > 1_000_000
 
 
 def browser_snap(slider, value):

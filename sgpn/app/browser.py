@@ -194,8 +194,7 @@ def run_all(page, server: Server, notebook: Path, timeout_s: float = 600, screen
 
 
 #: Records when the explorer's image changes and when plotly finishes a redraw, and when a key
-#: goes down, in the page's clock. Waits for the plot first: the kernel sends plotly's script
-#: once it is idle (sgpn.app.kernel_plotly).
+#: goes down, in the page's clock. Waits for the plot first: plotly may draw after the image.
 WATCH = """async () => {
   const w = window.__sgpn = {img: [], plot: [], keys: []};
   const img = document.querySelector('img.widget-image');

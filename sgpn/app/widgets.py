@@ -27,7 +27,6 @@ import torch
 from IPython.display import display
 from PIL import Image, ImageDraw
 
-from sgpn.app.kernel_plotly import KernelPlotlyFigure
 from sgpn.face3d import coefficients
 from sgpn.face3d.face_model import LIGHT_DIRECTIONS, FaceModel, FaceOutput, load_face_model
 from sgpn.face3d.renderer import Renderer
@@ -233,7 +232,7 @@ class CoefficientExplorer:
             face = self.model(self.coeffs)
         x, y, z = face.vertices[0, self.preview_index].T.numpy()
         i, j, k = self.preview_faces.T.numpy()
-        figure = KernelPlotlyFigure(
+        figure = go.FigureWidget(
             data=[go.Mesh3d(x=x, y=y, z=-z, i=i, j=j, k=k,
                             vertexcolor=hex_colors(face.albedo[0, self.preview_index]),
                             flatshading=False, hoverinfo="skip")],
