@@ -161,7 +161,7 @@ def affb_masks(out_dir: Path, num_images: int = NUM_IMAGES) -> list[Path]:
     faces wearing only sunglasses, a hand or a hat, and the kit model's occluder/skin ratio."""
     test_set = _test_set(num_images, "blind", 1.0)
     models = {"kit model": _model(), "oracle": load(KIT_CHECKPOINTS / LADDER["oracle"])}
-    fig = affb_mask_comparison(models, test_set, single_occluder_faces(test_set))
+    fig = affb_mask_comparison(models, test_set, single_occluder_faces(test_set, required=False))
     stats = affb_statistics(models["kit model"], test_set)
     oracle = affb_statistics(models["oracle"], test_set)
     ratios = "; ".join(f"{name}: " + ", ".join(f"{r} px {v:.2f}" for r, v in s.ratio.items())

@@ -304,6 +304,9 @@ def test_single_occluder_faces_name_the_first_face_wearing_only_that():
     assert single_occluder_faces({"occluders": worn}, ("sunglasses", "hat")) == {"sunglasses": 2, "hat": 1}
     with pytest.raises(ValueError, match="wears only 'hand'"):
         single_occluder_faces({"occluders": worn}, ("hand",))
+    assert single_occluder_faces({"occluders": worn}, ("hand", "hat"), required=False) == {"hat": 1}
+    with pytest.raises(ValueError, match="wears only one of"):
+        single_occluder_faces({"occluders": worn}, ("hand",), required=False)
 
 
 def test_mask_interventions_set_the_masks_by_hand_and_restore_them(blind):
