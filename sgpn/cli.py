@@ -2,7 +2,7 @@
 
 ``sgpn fit|validate|test|predict ...`` is Lightning's CLI (``sgpn fit --config configs/tiny.yaml``,
 ``sgpn fit --config configs/tiny.yaml --ckpt_path last`` to resume); the other subcommands are
-the kit's own: ``bench``, ``figures``, ``evaluate``, ``restore`` and ``export``.
+the kit's own: ``prepare``, ``bench``, ``figures``, ``evaluate``, ``restore`` and ``export``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from sgpn.checkpoints import kit_model_notice, load
 from sgpn.evaluation.scoring import evaluate_command
 from sgpn.evaluation.tables import TASKS
 from sgpn.figures import make_figures
+from sgpn.photo.prepare import MIN_FACE_PX, prepare_faces
 from sgpn.photo.restore import restore_folder, restore_photos
 from sgpn.training.export import export_checkpoint
 
@@ -76,6 +77,16 @@ def _restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare(args: argparse.Namespace) -> int:
+    report = prepare_faces(args.photos, args.out, size=args.size, min_face=args.min_face,
+                           threshold=args.threshold, fractions=(args.val, args.test))
+    print(report.summary())
+    for split in ("val", "test"):
+        if not report.totals[split]:
+            print(f"note: no photo went to {split}/; sgpn fit needs faces there (more photos, or a larger --{split})")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     path = export_checkpoint(args.source, args.target, compact=args.compact)
     print(f"{path} ({path.stat().st_size / 2**20:.1f} MB)")
@@ -101,6 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in LIGHTNING_SUBCOMMANDS:  # listed for --help; main() hands them to Lightning
         sub.add_parser(name, help=f"Lightning CLI: sgpn {name} --config CONFIG (see sgpn {name} --help)")
+    prepare = sub.add_parser("prepare", help="raw photos -> aligned faces in train/val/test folders (FFHQ-style)")
+    prepare.add_argument("photos", help="a photo or a folder of photos (searched recursively)")
+    prepare.add_argument("out", help="the training folder to write (new, or one sgpn prepare wrote)")
+    prepare.add_argument("--size", type=int, default=512, help="crop size in pixels (the paper: 512)")
+    prepare.add_argument("--min-face", type=int, default=MIN_FACE_PX,
+                         help="skip faces whose detector box is narrower (pixels)")
+    prepare.add_argument("--threshold", type=float, default=0.95, help="face probability to accept")
+    prepare.add_argument("--val", type=float, default=0.05, help="share of photos for validation")
+    prepare.add_argument("--test", type=float, default=0.05, help="share of photos for test")
+    prepare.set_defaults(func=_prepare)
     bench = sub.add_parser("bench", help="run benchmarks; each prints one JSON line")
     bench.add_argument("names", nargs="+", choices=sorted(BENCHMARKS), metavar="NAME",
                        help=f"one or more of: {', '.join(sorted(BENCHMARKS))}")

@@ -1,9 +1,10 @@
-"""Shared fixtures: small meshes and a BFM-format .mat written by the tests themselves."""
+"""Shared fixtures: small meshes, a BFM-format .mat and portrait photos written by the tests themselves."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pytest
 import torch
@@ -81,3 +82,23 @@ def private_feature_cache(tmp_path_factory):
     patch.setenv("SGPN_CACHE", str(tmp_path_factory.mktemp("sgpn-cache")))
     yield
     patch.undo()
+
+
+GRACE_HOPPER = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+
+
+def write_portraits(folder: Path, count: int = 5) -> list[Path]:
+    """``portrait_{i}.jpg``: matplotlib's real portrait, mirrored, scaled, turned and darkened in
+    turn, so that each is a different photo of one detectable face."""
+    from PIL import Image, ImageEnhance, ImageOps
+
+    folder.mkdir(parents=True, exist_ok=True)
+    edits = [lambda im: im, ImageOps.mirror, lambda im: im.resize((410, 480), Image.Resampling.BICUBIC),
+             lambda im: im.rotate(8, resample=Image.Resampling.BICUBIC, fillcolor=(90, 90, 90)),
+             lambda im: ImageEnhance.Brightness(im).enhance(0.8)]
+    written = []
+    with Image.open(GRACE_HOPPER) as portrait:
+        for i in range(count):
+            written.append(folder / f"portrait_{i}.jpg")
+            edits[i % len(edits)](portrait.convert("RGB")).save(written[-1], quality=92)
+    return written

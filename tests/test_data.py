@@ -170,8 +170,9 @@ def test_face_folder_errors(tmp_path):
         FaceFolder(tmp_path / "empty")
 
 
-def test_face_folder_replaces_an_image_that_fails_to_decode(tmp_path):
-    """A truncated JPEG passes the header check; reading it later warns and moves on."""
+def test_face_folder_stops_on_an_image_that_fails_to_decode(tmp_path):
+    """A truncated JPEG passes the header check; reading it later stops with its name, and no
+    other image is handed out in its place."""
     folder = tmp_path / "faces"
     folder.mkdir()
     buffer = io.BytesIO()
@@ -180,9 +181,20 @@ def test_face_folder_replaces_an_image_that_fails_to_decode(tmp_path):
     Image.new("RGB", (16, 16), (0, 0, 255)).save(folder / "b_good.png")
     faces = FaceFolder(folder, size=16)
     assert len(faces) == 2
-    with pytest.warns(UserWarning, match="a_truncated.jpg"):
-        item = faces[0]
-    assert item["index"] == 0 and Path(item["path"]).name == "b_good.png"
+    with pytest.raises(OSError, match="a_truncated.jpg"):
+        faces[0]
+    assert Path(faces[1]["path"]).name == "b_good.png"
+
+
+def test_face_folder_counts_images_of_other_sizes(tmp_path):
+    """Mixed sizes are resized, with one warning that counts them."""
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for name, side in (("a", 32), ("b", 32), ("c", 64), ("d", 48)):
+        Image.new("RGB", (side, side), (10, 20, 30)).save(folder / f"{name}.png")
+    with pytest.warns(UserWarning, match=r"2 of 4 images are not 32x32 px \(1 at 48x48, 1 at 64x64\)"):
+        faces = FaceFolder(folder, size=32)
+    assert {faces[i]["hq"].shape for i in range(4)} == {(3, 32, 32)}
 
 
 # -- the data module ---------------------------------------------------------------------------
@@ -250,9 +262,20 @@ def test_folder_splits_and_flips(tmp_path):
 
     for split in ("train", "val", "test"):
         write_folder(tmp_path / "named" / split, 2)
-    named = FaceDataModule(str(tmp_path / "named"), size=16, degradation="sr4")
+    named = FaceDataModule(str(tmp_path / "named"), size=16, batch_size=2, degradation="sr4")
     named.setup()
     assert all(len(named.datasets[s]) == 2 for s in ("train", "val", "test"))
+    # fewer training images than one batch: an error before training starts (testing is fine)
+    small = FaceDataModule(str(tmp_path / "named"), size=16, batch_size=3, degradation="sr4")
+    small.setup("test")
+    with pytest.raises(ValueError, match="2 training images .* fewer than one batch"):
+        small.setup("fit")
+    (tmp_path / "named" / "test").rename(tmp_path / "named" / "elsewhere")
+    with pytest.raises(FileNotFoundError, match="no test/ folder"):
+        FaceDataModule(str(tmp_path / "named"), size=16, batch_size=2).setup()
+    (tmp_path / "named" / "test").mkdir()
+    with pytest.raises(ValueError, match="the test split is empty"):
+        FaceDataModule(str(tmp_path / "named"), size=16, batch_size=2).setup()
     with pytest.raises(ValueError, match="too few"):
         FaceDataModule(str(tmp_path / "flat"), val_length=6, test_length=4).setup()
     with pytest.raises(FileNotFoundError):

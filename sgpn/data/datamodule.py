@@ -156,13 +156,17 @@ class FaceDataModule(lightning.LightningDataModule):
     # -- datasets --------------------------------------------------------------------------
 
     def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
-        faces = self._synthetic_splits() if self.source == "synthetic" else self._folder_splits()
-        for split in SPLITS:
-            seed = self.seed if split == "train" else 0
-            flip = self.flip and split == "train" and self.source != "synthetic"
-            self.datasets[split] = DegradedFaces(faces[split], self.degradation, seed, split, flip)
+        if not self.datasets:
+            faces = self._synthetic_splits() if self.source == "synthetic" else self._folder_splits()
+            for split in SPLITS:
+                seed = self.seed if split == "train" else 0
+                flip = self.flip and split == "train" and self.source != "synthetic"
+                self.datasets[split] = DegradedFaces(faces[split], self.degradation, seed, split, flip)
+        processes = self.trainer.world_size if self.trainer is not None else 1
+        if stage in (None, "fit") and len(self.datasets["train"]) < self.batch_size * processes:
+            raise ValueError(f"{len(self.datasets['train'])} training images in {self.source}: fewer than one batch "
+                             f"({self.batch_size} per process x {processes} process(es)); add images or lower "
+                             f"data.init_args.batch_size")
 
     def _synthetic_splits(self) -> dict[str, Dataset]:
         model = load_face_model()
@@ -181,8 +185,18 @@ class FaceDataModule(lightning.LightningDataModule):
         root = Path(self.source)
         named = {split: _first_dir(root, names) for split, names in
                  (("train", ("train",)), ("val", ("val", "valid", "validation")), ("test", ("test",)))}
-        if all(named.values()):
-            return {split: FaceFolder(named[split], self.size) for split in SPLITS}
+        if named["train"] is not None:  # a prepared folder (sgpn prepare): every split its own
+            missing = [split for split, folder in named.items() if folder is None]
+            if missing:
+                raise FileNotFoundError(f"{root} has a train/ folder but no {' or '.join(missing)}/ folder: "
+                                        f"give all three splits, or one folder without a train/ folder")
+            splits = {}
+            for split in SPLITS:
+                try:
+                    splits[split] = FaceFolder(named[split], self.size)
+                except ValueError as err:
+                    raise ValueError(f"the {split} split is empty: {err}") from None
+            return splits
         faces = FaceFolder(root, self.size)
         held_out = self.lengths["val"] + self.lengths["test"]
         if len(faces) <= held_out:

@@ -1,8 +1,11 @@
 """A folder of aligned face crops (FFHQ, CelebA-HQ or your own), read with PIL.
 
 Files are checked once, when the dataset is built: unreadable ones are reported by name and
-left out, so that an epoch never stops on a bad file. Grayscale, palette, CMYK and 16-bit
-images are converted to RGB; every image is resized to ``size`` (bicubic, antialiased).
+left out. A file that passes that check but fails to decode later stops the run with its name:
+training on another image in its place would silently change the data. Grayscale, palette, CMYK
+and 16-bit images are converted to RGB; every image is resized to ``size`` (bicubic,
+antialiased), with one warning that counts the images of another size, since a folder of mixed
+sizes (crops of different origins) is worth knowing about but training on it is sound.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ class FaceFolder(Dataset):
 
     Items are dicts: ``hq``, ``index`` and ``path``. ``verify`` checks every file with PIL
     when the dataset is built (``Image.verify``: headers and checksums, no full decode);
-    a file that still fails to decode later is reported and replaced by the next readable
-    image, so training goes on. Non-square images are centre-cropped to a square first.
+    a file that still fails to decode later raises an error naming it. Non-square images are
+    centre-cropped to a square first.
     """
 
     def __init__(self, root: str | os.PathLike, size: int = 512, verify: bool = True):
@@ -47,7 +50,7 @@ class FaceFolder(Dataset):
             warnings.warn(f"{self.root}: ignored {len(others)} file(s) without an image suffix "
                           f"({', '.join(p.name for p in others[:3])}{', ...' if len(others) > 3 else ''})",
                           stacklevel=2)
-        self.files, bad, non_square = [], [], []
+        self.files, bad, non_square, other_sizes = [], [], [], {}
         for path in images:
             try:
                 with Image.open(path) as image:
@@ -60,6 +63,8 @@ class FaceFolder(Dataset):
                 continue
             if width != height:
                 non_square.append(path)
+            if (width, height) != (self.size, self.size):
+                other_sizes[(width, height)] = other_sizes.get((width, height), 0) + 1
             self.files.append(path)
         if not self.files:
             raise ValueError(f"no readable images in {self.root} (looked for {', '.join(IMAGE_SUFFIXES)}; "
@@ -67,6 +72,10 @@ class FaceFolder(Dataset):
         if non_square:
             warnings.warn(f"{self.root}: {len(non_square)} image(s) are not square (first: "
                           f"{non_square[0].name}); they are centre-cropped to a square", stacklevel=2)
+        if other_sizes:
+            sizes = ", ".join(f"{n} at {w}x{h}" for (w, h), n in sorted(other_sizes.items(), key=lambda i: (-i[1], i[0]))[:4])
+            warnings.warn(f"{self.root}: {sum(other_sizes.values())} of {len(self.files)} images are not "
+                          f"{self.size}x{self.size} px ({sizes}); they are resized to {self.size} px", stacklevel=2)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -78,15 +87,13 @@ class FaceFolder(Dataset):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} images")
         index = index % len(self)
-        for offset in range(len(self)):
-            path = self.files[(index + offset) % len(self)]
-            try:
-                hq = load_image(path, self.size)
-            except READ_ERRORS as err:
-                warnings.warn(f"could not decode {path} ({err}); using the next image instead", stacklevel=2)
-                continue
-            return {"hq": hq, "index": index, "path": str(path)}
-        raise RuntimeError(f"no image in {self.root} could be decoded")
+        path = self.files[index]
+        try:
+            hq = load_image(path, self.size)
+        except READ_ERRORS as err:
+            raise OSError(f"training image {path} no longer decodes ({err}); it passed the check when the "
+                          f"dataset was built: fix or remove the file and restart (or resume)") from err
+        return {"hq": hq, "index": index, "path": str(path)}
 
 
 def read_rgb(path: str | os.PathLike) -> torch.Tensor:
