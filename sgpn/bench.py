@@ -5,6 +5,7 @@ Speed targets are checked here, by measuring, never by timed tests.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import statistics
@@ -333,6 +334,26 @@ def bench_step(config: str = "configs/tiny.yaml", iterations: int = 24) -> dict:
             "same_losses": same and len(timers["before"].losses) >= 20, "threads": torch.get_num_threads()}
 
 
+def bench_paper_step(iterations: int = 3) -> dict:
+    """One iteration of ``configs/paper.yaml`` (512 px, batch 1) on this CPU, in float32 and in
+    bf16 autocast (``--trainer.precision bf16-mixed``): the median seconds per iteration after
+    the first, and each run's peak resident memory (each row runs in a fresh process). The frozen
+    teacher has random weights in D3DFR's layout: time and memory do not depend on them."""
+    with tempfile.TemporaryDirectory() as scratch:
+        teacher = Path(scratch) / "epoch_20.pth"
+        torch.save({"net_recon": CoefficientRegressor().state_dict()}, teacher)
+        rows = {}
+        for name, precision in (("fp32", "32-true"), ("bf16", "bf16-mixed")):
+            done = subprocess.run([sys.executable, "-m", "sgpn.training.profiling", precision, str(iterations),
+                                   str(teacher)], capture_output=True, text=True, check=False)
+            if done.returncode:
+                raise RuntimeError(f"the {name} run failed:\n{done.stderr[-3000:]}")
+            rows[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    parameters = rows["fp32"].pop("parameters")
+    rows["bf16"].pop("parameters")
+    return {"size": 512, "batch": 1, "rows": rows, "parameters": parameters, "threads": torch.get_num_threads()}
+
+
 def bench_bounds(config: str = "configs/tiny.yaml") -> dict:
     """PSNR and SSIM on the held-out set of ``bench train`` (the config's test split and
     degradation) for the LQ input and the cheating reconstructions of
@@ -430,6 +451,7 @@ BENCHMARKS: dict[str, Callable[[], dict]] = {
     "affb-curve": bench_affb_curve,
     "bounds": bench_bounds,
     "step": bench_step,
+    "paper-step": bench_paper_step,
     "shape": bench_shape,
     "photo": bench_photo,
     "frr": bench_frr,

@@ -98,7 +98,7 @@ def _app(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    written = evaluate_command(args.ckpt, args.tasks, config=args.config, pair=args.pair,
+    written = evaluate_command(args.ckpt, args.tasks, config=args.config, pair=args.pair, unpaired=args.unpaired,
                                num_images=args.num_images, teacher=args.teacher, lpips=not args.no_lpips,
                                fid=not args.no_fid, out=args.out, name=args.name, caption=args.caption)
     print(written[0].read_text())
@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--config", help="training config whose synthetic data to use (size, test set)")
     source.add_argument("--pair", nargs=2, metavar=("LQ_DIR", "HQ_DIR"),
                         help="a folder of LQ crops and one of their HQ originals (same file names)")
+    source.add_argument("--unpaired", nargs=2, metavar=("LQ_DIR", "REFERENCE_DIR"),
+                        help="real LQ crops without originals (e.g. WebPhoto-Test), scored by FID/KID "
+                             "against a reference folder (e.g. FFHQ's first N; its features are cached)")
     evaluate.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS,
                           help="synthetic tasks (default: all)")
     evaluate.add_argument("--num-images", type=int, help="held-out images (default: the config's test_length)")

@@ -59,7 +59,7 @@ def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor],
     unexpected = [k for k in state_dict if k not in own]
     if missing and len(missing) == len(own):
         raise KeyError(f"{source} does not look like weights for {type(module).__name__}: none of "
-                       f"its {len(own)} keys is present (it has {_preview(state_dict)})")
+                       f"its {len(own)} keys is present (expected {_preview(own)}; found {_preview(state_dict)})")
     problems = []
     if missing:
         problems.append(f"missing key(s): {_preview(missing)}")

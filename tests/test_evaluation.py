@@ -371,3 +371,30 @@ def test_restoration_bounds_hand_each_reconstruction_one_piece_of_truth(faces, b
         assert (params["sigma_x"], params["downscale"]) == (clean["sigma_x"], clean["downscale"])
     assert math.isfinite(psnr["lq_with_render"])
     assert "visible face" in bounds.markdown()
+
+
+def test_unpaired_real_faces_are_scored_against_a_cached_reference(tmp_path, capsys, monkeypatch):
+    """Real LQ faces without originals: FID and KID of the input and of each model against a
+    reference folder, whose features are computed once per content."""
+    from sgpn.evaluation.inception import StandardInception, folder_features
+
+    checkpoint = save_checkpoint(micro_module(), tmp_path / "micro.ckpt")
+    for side, count in (("lq", 3), ("reference", 4)):
+        (tmp_path / side).mkdir()
+        for i in range(count):
+            Image.fromarray(np.random.default_rng(10 * count + i).integers(0, 255, (32, 32, 3), np.uint8)).save(
+                tmp_path / side / f"{i}.png")
+    main(["evaluate", "--ckpt", f"full={checkpoint}", "--unpaired", str(tmp_path / "lq"), str(tmp_path / "reference"),
+          "--out", str(tmp_path / "out"), "--name", "real"])
+    assert "| real LQ (unpaired) | input |" in capsys.readouterr().out
+    rows = list(csv.DictReader((tmp_path / "out" / "real.csv").open()))
+    assert [(r["method"], r["images"]) for r in rows] == [("input", "3"), ("full", "3")]
+    assert all(float(r["fid"]) > 0 and r["kid"] and "psnr" not in r for r in rows)
+
+    inception = StandardInception()
+    cached = folder_features(tmp_path / "reference", 32, inception, progress=False)
+    monkeypatch.setattr(inception, "run_network", lambda images: pytest.fail("the cache was not used"))
+    assert torch.equal(folder_features(tmp_path / "reference", 32, inception, progress=False), cached)
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(tmp_path / "reference" / "3.png")  # content changed
+    with pytest.raises(pytest.fail.Exception, match="the cache was not used"):
+        folder_features(tmp_path / "reference", 32, inception, progress=False)

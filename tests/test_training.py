@@ -14,6 +14,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from sgpn.checkpoints import load, training_minutes
@@ -24,6 +25,7 @@ from sgpn.face3d.face_model import load_face_model
 from sgpn.images import batch_images
 from sgpn.nets.regressor import CoefficientRegressor
 from sgpn.nets.shape_prior import ShapePrior, crop_to_d3dfr_matrix, crop_to_frame_matrix
+from sgpn.paths import KIT_ROOT
 from sgpn.training import SGPNModule, TeacherModule
 from sgpn.training.callbacks import TrainingBudget
 from sgpn.training.export import export_checkpoint
@@ -270,11 +272,12 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch, micro_tea
 
 
 def test_ddp_two_cpu_processes(tmp_path, micro_teacher):
-    """A few steps with Lightning's DDP on 2 CPU processes (gloo): finite losses, and one
-    checkpoint, written by rank 0."""
+    """A few steps with Lightning's DDP on 2 CPU processes (gloo), with the paper config's
+    strategy: finite losses, and one checkpoint, written by rank 0."""
+    strategy = yaml.safe_load((KIT_ROOT / "configs" / "paper.yaml").read_text())["trainer"]["strategy"]
     command = [sys.executable, "-m", "sgpn.cli", "fit", "--config", str(CONFIGS / "micro_sgpn.yaml"),
                "--model.init_args.teacher_ckpt", str(micro_teacher), "--trainer.devices", "2",
-               "--trainer.strategy", "ddp_find_unused_parameters_true", "--trainer.max_epochs", "2"]
+               "--trainer.strategy", strategy, "--trainer.max_epochs", "2"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

