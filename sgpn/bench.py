@@ -38,7 +38,7 @@ from sgpn.evaluation.scoring import (
     evaluate,
     score,
 )
-from sgpn.evaluation.shape_accuracy import shape_rows
+from sgpn.evaluation.shape_accuracy import fit_rows, shape_rows
 from sgpn.evaluation.test_sets import degraded_test_set, synthetic_faces
 from sgpn.face3d.face_model import load_face_model
 from sgpn.face3d.renderer import rasterize, rasterize_pytorch3d
@@ -389,6 +389,16 @@ def bench_shape(teacher: str = "kit_checkpoints/teacher_tiny.ckpt",
             "minutes": {name: None if m is None else round(m, 1) for name, m in minutes.items()}}
 
 
+def bench_fit(teacher: str = "kit_checkpoints/teacher_tiny.ckpt", num_images: int = 64) -> dict:
+    """Fitting the 257 coefficients by gradient descent (:mod:`sgpn.face3d.fitting`) against the
+    teacher's regression on synthetic held-out HQ faces at the kit's size, scored against their
+    truth as ``sgpn bench shape`` scores (on the faces MTCNN finds: the fit needs five points)."""
+    prior = load(KIT_ROOT / teacher)
+    result = fit_rows(prior, degraded_test_set(synthetic_faces(prior.frame_size, num_images), "blind"))
+    return {"images": num_images, **json.loads(json.dumps(result), parse_float=lambda v: round(float(v), 4)),
+            "threads": torch.get_num_threads()}
+
+
 def bench_photo(photo: str | None = None, repeats: int = 3) -> dict:
     """A real photo on the CPU (default: the portrait that ships with matplotlib): milliseconds
     per face of detection, alignment and paste-back without the network, and seconds per face
@@ -453,6 +463,7 @@ BENCHMARKS: dict[str, Callable[[], dict]] = {
     "step": bench_step,
     "paper-step": bench_paper_step,
     "shape": bench_shape,
+    "fit": bench_fit,
     "photo": bench_photo,
     "frr": bench_frr,
 }

@@ -26,6 +26,8 @@ from sgpn.evaluation.tables import Evaluation, Row
 from sgpn.evaluation.test_sets import DEGRADATION_LEVELS, TASK_OPTIONS, degraded_test_set
 from sgpn.face3d import camera, coefficients
 from sgpn.face3d.face_model import RANDOM_STD, FaceModel, vertex_gram
+from sgpn.face3d.fitting import FitSettings, fit_coefficients
+from sgpn.photo.detection import detect_faces
 
 #: The coefficient groups of ``sgpn bench shape``'s ``r2`` (mean R² over each group's values).
 BENCH_GROUPS = ("id10", "exp8", "skin_tone", "gamma")
@@ -161,6 +163,32 @@ def shape_rows(teacher, regressor_lq, test_set: Mapping[str, torch.Tensor]) -> d
     """``sgpn bench shape``'s rows (:func:`shape_scores` of :func:`row_predictions`)."""
     predictions = row_predictions(teacher, regressor_lq, test_set)
     return {name: shape_scores(teacher, coeffs, test_set) for name, coeffs in predictions.items()}
+
+
+def detected_points(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """MTCNN's five points on each ``[0, 1]`` face crop (its most probable face, any probability)
+    and which crops it found a face in: ``((B, 5, 2), (B,) bool)``; missed crops get zeros."""
+    points, found = torch.zeros(len(images), 5, 2), torch.zeros(len(images), dtype=torch.bool)
+    for i, image in enumerate(images):
+        faces = detect_faces(image, threshold=0.0)
+        if faces:
+            points[i], found[i] = faces[0].points.float(), True
+    return points, found
+
+
+def fit_rows(teacher, test_set: Mapping[str, torch.Tensor], settings: FitSettings = FitSettings()) -> dict:
+    """``sgpn bench fit``'s rows on the HQ faces of ``test_set`` that MTCNN finds: the teacher's
+    regression, the fit from the mean face and the fit from the teacher's regression, each in
+    :func:`shape_scores`' format plus the fit's seconds per face (the faces are fitted as one
+    batch, with the detector's five points)."""
+    points, found = detected_points(test_set["hq"])
+    faces = {key: value[found] for key, value in test_set.items() if torch.is_tensor(value)}
+    regressed = predict(teacher, faces["hq"])
+    rows = {"teacher": shape_scores(teacher, regressed, faces)}
+    for name, init in (("fit", None), ("teacher_then_fit", regressed)):
+        fitted = fit_coefficients(teacher.face_model, faces["hq"], points[found], init=init, settings=settings)
+        rows[name] = {**shape_scores(teacher, fitted.coeffs, faces), "seconds_per_face": fitted.seconds / len(points[found])}
+    return {"detected": int(found.sum()), "rows": rows}
 
 
 @torch.no_grad()
