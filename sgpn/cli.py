@@ -2,7 +2,7 @@
 
 ``sgpn fit|validate|test|predict ...`` is Lightning's CLI (``sgpn fit --config configs/tiny.yaml``,
 ``sgpn fit --config configs/tiny.yaml --ckpt_path last`` to resume); the other subcommands are
-the kit's own: ``prepare``, ``bench``, ``figures``, ``evaluate``, ``restore`` and ``export``.
+the kit's own: ``prepare``, ``reconstruct``, ``bench``, ``figures``, ``evaluate``, ``restore`` and ``export``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from contextlib import nullcontext
+from dataclasses import replace
 from unittest import mock
 
 from lightning.pytorch import LightningDataModule, LightningModule
@@ -22,7 +23,9 @@ from sgpn.checkpoints import kit_model_notice, load
 from sgpn.evaluation.scoring import evaluate_command
 from sgpn.evaluation.tables import TASKS
 from sgpn.figures import make_figures
+from sgpn.face3d.face_model import load_face_model
 from sgpn.photo.prepare import MIN_FACE_PX, prepare_faces
+from sgpn.photo.reconstruct import PHOTO_FIT, reconstruct_photos
 from sgpn.photo.restore import restore_folder, restore_photos
 from sgpn.training.export import export_checkpoint
 
@@ -87,6 +90,15 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reconstruct(args: argparse.Namespace) -> int:
+    settings = replace(PHOTO_FIT, steps=args.steps, coarse_steps=min(PHOTO_FIT.coarse_steps, args.steps // 3))
+    report = reconstruct_photos(load_face_model(args.face_model), args.input, args.output, threshold=args.threshold,
+                                settings=settings)
+    print(f"{len(report['written'])} photo(s) fitted, {len(report['no_face'])} without a face, "
+          f"{len(report['skipped'])} skipped, in {args.output}")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     path = export_checkpoint(args.source, args.target, compact=args.compact)
     print(f"{path} ({path.stat().st_size / 2**20:.1f} MB)")
@@ -122,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--val", type=float, default=0.05, help="share of photos for validation")
     prepare.add_argument("--test", type=float, default=0.05, help="share of photos for test")
     prepare.set_defaults(func=_prepare)
+    reconstruct = sub.add_parser("reconstruct", help="fit the 257 coefficients to every face of photos")
+    reconstruct.add_argument("input", help="a photo or a folder of photos")
+    reconstruct.add_argument("output", help="folder for <name>.json (faces, coefficients, 68 landmarks) and <name>_fit.png")
+    reconstruct.add_argument("--threshold", type=float, default=0.95, help="face probability to accept")
+    reconstruct.add_argument("--steps", type=int, default=PHOTO_FIT.steps, help="Adam steps of the fit")
+    reconstruct.add_argument("--face-model", help="a Basel Face Model .mat (default: $SGPN_BFM, else the kit's built-in model)")
+    reconstruct.set_defaults(func=_reconstruct)
     bench = sub.add_parser("bench", help="run benchmarks; each prints one JSON line")
     bench.add_argument("names", nargs="+", choices=sorted(BENCHMARKS), metavar="NAME",
                        help=f"one or more of: {', '.join(sorted(BENCHMARKS))}")
