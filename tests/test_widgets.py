@@ -140,3 +140,21 @@ def test_mask_picker_offers_only_resolutions_with_masks_and_bounds_the_channel()
         mask_figure(masks, lq, hq, face=0, resolution=4, block=1, channel=-1)
     with pytest.raises(ValueError, match="0..7"):
         mask_figure(masks, lq, hq, face=0, resolution=64, block=1, channel=8)
+
+
+def test_the_explorer_opens_on_given_coefficients_and_resets_to_them(bfm_path):
+    model = FaceModel(load_bfm(bfm_path))
+    fitted = model.random_coefficients(1, generator=torch.Generator().manual_seed(3))[0]
+    explorer = CoefficientExplorer(model, image_size=64, coefficients=fitted)
+    mean = CoefficientExplorer(model, image_size=64)
+    assert torch.equal(explorer.coeffs[0], fitted) and explorer.image.value != mean.image.value
+    assert explorer.sliders["id", 0].value == pytest.approx(float(np.clip(fitted[0], -3, 3)), abs=1e-6)
+    explorer.sliders["exp", 0].value = 2.0   # another expression, then back to the fitted face
+    explorer.reset_button.click()
+    assert torch.equal(explorer.coeffs[0], fitted)
+    explorer.set_coefficients(torch.zeros(257))
+    assert explorer.coeffs.abs().sum() == 0 and all(s.value == 0 for s in explorer.sliders.values())
+    with pytest.raises(ValueError, match="shows one face"):
+        CoefficientExplorer(model, image_size=64, coefficients=torch.zeros(2, 257))
+    with pytest.raises(ValueError, match="NaN"):
+        explorer.set_coefficients(torch.full((257,), float("nan")))

@@ -164,13 +164,17 @@ class CoefficientExplorer:
     The image shows the SH-lit colours the renderer produces; the 3D mesh shows the albedo,
     because plotly lights the mesh itself. So lighting sliders change only the image, texture
     sliders the mesh colours, and shape and pose sliders the mesh positions.
+
+    ``coefficients`` ``(257,)`` or ``(1, 257)``: the face to open on (e.g. one fitted to a photo,
+    :mod:`sgpn.face3d.fitting`); "reset" returns to it. Default: the mean face.
     """
 
     def __init__(self, face_model: FaceModel | None = None, image_size: int = 224,
-                 slider_range: float = 3.0, seed: int = 0):
+                 slider_range: float = 3.0, seed: int = 0, coefficients: torch.Tensor | None = None):
         self.model = face_model or load_face_model()
         self.renderer = Renderer(image_size, backend="fast")
-        self.coeffs = torch.zeros(1, coefficients.NUM_COEFFS)
+        self.home = self._checked(coefficients)
+        self.coeffs = self.home.clone()
         self.generator = torch.Generator().manual_seed(seed)
         self.sliders: dict[tuple[str, int] | str, widgets.FloatSlider] = {}
         self._syncing = False
@@ -217,7 +221,22 @@ class CoefficientExplorer:
             widgets.HBox([self.random_button, self.reset_button]),
             widgets.HBox([tabs, self.image, self.mesh_figure], layout=widgets.Layout(align_items="flex-start")),
         ])
+        self._sync_sliders()
         self.update(shape=True, colors=True)
+
+    @staticmethod
+    def _checked(coeffs: torch.Tensor | None) -> torch.Tensor:
+        if coeffs is None:
+            return torch.zeros(1, coefficients.NUM_COEFFS)
+        coeffs = coefficients.check_coefficients(coeffs, "coefficients").detach().float()
+        if len(coeffs) != 1:
+            raise ValueError(f"the explorer shows one face: coefficients must be (257,) or (1, 257), got {tuple(coeffs.shape)}")
+        return coeffs.clone()
+
+    def set_coefficients(self, coeffs: torch.Tensor) -> None:
+        """Open on another face (``(257,)``): the sliders move to it and "reset" returns to it."""
+        self.home = self._checked(coeffs)
+        self.reset()
 
     # -- building blocks -------------------------------------------------------------------
 
@@ -294,8 +313,9 @@ class CoefficientExplorer:
         self.update(shape=True, colors=True)
 
     def reset(self) -> None:
-        """Back to the mean face, frontal, in D3DFR's default light."""
-        self.coeffs = torch.zeros(1, coefficients.NUM_COEFFS)
+        """Back to the face the explorer opened on (the mean face, frontal, in D3DFR's default
+        light, unless it was given another)."""
+        self.coeffs = self.home.clone()
         self._sync_sliders()
         self.update(shape=True, colors=True)
 
