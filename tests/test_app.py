@@ -1,12 +1,14 @@
-"""The app's photo tab works headless: an upload is restored or refused with a clear status."""
+"""The app's photo tabs work headless: an upload is restored, or fitted, or refused with a clear status."""
 
 import datetime
+import io
 from pathlib import Path
 
 import matplotlib
 import pytest
+import torch
 
-from sgpn.app.page import APP_NOTEBOOK, default_restorer, photo_figure, photo_panel, serve_command
+from sgpn.app.page import APP_NOTEBOOK, build_app, default_restorer, fit_panel, photo_figure, photo_panel, serve_command
 
 PORTRAIT = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 
@@ -53,3 +55,34 @@ def test_the_app_is_served_on_localhost_only():
     command = serve_command(9999)
     assert "--Voila.ip=127.0.0.1" in command and "--port=9999" in command and "--no-browser" in command
     assert Path(command[command.index("voila") + 1]) == APP_NOTEBOOK and APP_NOTEBOOK.is_file()
+
+
+def test_your_face_tab_fits_the_upload_and_opens_the_explorer_on_it():
+    from PIL import Image
+
+    panel, explorer = fit_panel()
+    upload(panel, "portrait.jpg", PORTRAIT.read_bytes())
+    progress, status = panel.children[0].children[1], panel.children[1]
+    assert status.value.startswith("portrait.jpg: face fitted in"), status.value
+    assert progress.value == progress.max > 1
+    fitted = explorer.coeffs.clone()
+    assert fitted.abs().sum() > 0 and torch.equal(explorer.home, fitted)
+    photo_face = panel.children[2].children[0]
+    assert photo_face.value[:4] == b"\x89PNG"
+    explorer.sliders["exp", 0].value = 2.0   # the fitted face smiles, then comes back
+    assert not torch.equal(explorer.coeffs, fitted)
+    explorer.reset_button.click()
+    assert torch.equal(explorer.coeffs, fitted)
+
+    sky = io.BytesIO()
+    Image.new("RGB", (200, 160), (100, 150, 210)).save(sky, "PNG")
+    upload(panel, "sky.png", sky.getvalue())
+    assert status.value == "sky.png: no face found (probability threshold 0.95)"
+    upload(panel, "notes.txt", b"not an image")
+    assert status.value.startswith("notes.txt cannot be read as an image")
+    assert torch.equal(explorer.coeffs, fitted)  # nothing replaced the last fit
+
+
+def test_the_app_has_three_tabs():
+    tabs, _ = build_app()
+    assert tabs.titles == ("face model", "restore a photo", "your face")

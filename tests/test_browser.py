@@ -193,7 +193,7 @@ def test_app_in_voila(browser, voila_app):
 
     page.route("**/*", route)
     page.goto(voila_app.url)
-    page.locator("img.widget-image").wait_for(timeout=240_000)
+    page.locator("img.widget-image").first.wait_for(timeout=240_000)
     page.screenshot(path=ARTIFACTS / "voila_explorer.png")
     timings = check_explorer(page, voila_app.kernel(), "voila")
 
@@ -208,6 +208,22 @@ def test_app_in_voila(browser, voila_app):
     assert progress.evaluate("e => e.style.width") == "100%"
     page.locator(".widget-output img").first.wait_for(timeout=60_000)
     page.screenshot(path=ARTIFACTS / "voila_photo.png", full_page=True)
+
+    # your face: the upload is fitted, then a key press on a slider re-renders the fitted face
+    page.locator(".lm-TabBar-tabLabel", has_text="your face").click()
+    with page.expect_file_chooser() as chooser:
+        page.locator(".widget-upload:visible").first.click()
+    chooser.value.set_files(photo)
+    page.get_by_text("grace_hopper.jpg: face fitted in", exact=False).wait_for(timeout=180_000)
+    assert page.locator(".progress-bar:visible").first.evaluate("e => e.style.width") == "100%"
+    images = page.locator("img.widget-image:visible")
+    assert images.count() == 2  # the photo's face and the fitted face, side by side
+    fitted = images.nth(1).get_attribute("src")
+    page.locator(".noUi-handle:visible").first.focus()
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("([img, before]) => img.getAttribute('src') !== before",
+                           arg=[images.nth(1).element_handle(), fitted], timeout=30_000)
+    page.screenshot(path=ARTIFACTS / "voila_your_face.png", full_page=True)
     (ARTIFACTS / "voila.json").write_text(json.dumps({**timings, "blocked_requests": blocked}, indent=1))
     print("Voila explorer:", json.dumps(timings), "| blocked outside requests:", blocked)
     assert timings["image_ms"] <= GUARD_MS and timings["mesh_ms"] <= GUARD_MS, timings

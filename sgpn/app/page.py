@@ -4,7 +4,10 @@ Voila on localhost, and the page shows :func:`build_app`:
 * "face model": the coefficient explorer (:class:`sgpn.app.widgets.CoefficientExplorer`);
 * "restore a photo": upload a photo; its faces are detected, aligned and restored, and the page
   shows the boxes, each face's aligned crop, I_3d, restored crop and channel-mean AFFB mask, and
-  the photo with the faces pasted back, with a progress bar while it works.
+  the photo with the faces pasted back, with a progress bar while it works;
+* "your face": upload a photo; its most probable face is fitted (:mod:`sgpn.photo.reconstruct`,
+  with a progress bar), and a second explorer opens on the fitted coefficients beside the photo's
+  face in the same frame: its sliders change the fitted face's expression, light or pose.
 
 The restorer is the release's weights when ``$SGPN_OFFICIAL`` names their folder, else the
 kit's tiny model (64 px, trained on synthetic faces: it shows the pipeline, not the paper's
@@ -22,13 +25,15 @@ from pathlib import Path
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
+import torch
 from IPython.display import display
 
-from sgpn.app.widgets import CoefficientExplorer
+from sgpn.app.widgets import CoefficientExplorer, image_to_png
 from sgpn.checkpoints import kit_model_notice, load
 from sgpn.data.folder import READ_ERRORS, read_rgb
 from sgpn.paths import KIT_CHECKPOINTS
 from sgpn.photo.official import OFFICIAL_ENV
+from sgpn.photo.reconstruct import photo_to_frame, reconstruct_photo, warp_into
 from sgpn.photo.restore import restore_photo
 
 #: The notebook Voila serves (shipped inside the package).
@@ -123,11 +128,55 @@ def photo_panel(load_restorer=default_restorer):
     return widgets.VBox([widgets.HBox([upload, progress]), status, notice, output])
 
 
-def build_app(face_model=None, load_restorer=default_restorer):
-    """The app's page: the explorer and the photo restorer in two tabs."""
+def fit_panel(face_model=None):
+    """Upload a photo, fit its most probable face, move the fitted face's sliders (the app's third
+    tab). Returns the panel and its explorer."""
+    upload = widgets.FileUpload(accept="image/*", multiple=False, description="photo")
+    progress = widgets.IntProgress(value=0, min=0, max=1, description="fitting")
+    status = widgets.Label("upload a photo (JPEG or PNG) with a face: its 257 coefficients are fitted to it")
     explorer = CoefficientExplorer(face_model)
-    tabs = widgets.Tab(children=[explorer.widget, photo_panel(load_restorer)])
-    tabs.titles = ("face model", "restore a photo")
+    side = f"{explorer.renderer.image_size}px"
+    # level with the explorer's image, below its row of buttons
+    photo_face = widgets.Image(format="png", layout=widgets.Layout(width=side, height=side, flex="0 0 auto",
+                                                                   margin="38px 4px 0 0"))
+
+    def on_step(done: int, total: int) -> None:
+        progress.max, progress.value = total, done
+
+    def on_upload(change) -> None:
+        if not change["new"]:
+            return
+        item = change["new"][0]
+        progress.value = 0
+        try:
+            photo = read_rgb(io.BytesIO(bytes(item["content"]))).to(torch.float32)
+            status.value = f"finding and fitting the face in {item['name']}..."
+            faces = reconstruct_photo(explorer.model, photo, on_step=on_step)
+        except READ_ERRORS as error:
+            status.value = f"{item['name']} cannot be read as an image: {error}"
+            return
+        if not faces:
+            status.value = f"{item['name']}: no face found (probability threshold 0.95)"
+            return
+        face = faces[0]
+        matrix = photo_to_frame(face.points, explorer.renderer.image_size)
+        photo_face.value = image_to_png(warp_into(photo, matrix, explorer.renderer.image_size))
+        explorer.set_coefficients(face.coeffs)
+        others = f" ({len(faces)} found: the most probable)" if len(faces) > 1 else ""
+        status.value = (f"{item['name']}: face fitted in {face.fit_seconds:.1f} s{others}. Left: the photo's face; "
+                        f"right: the fitted face, under the sliders (reset returns to the fit)")
+
+    upload.observe(on_upload, names="value")
+    return widgets.VBox([widgets.HBox([upload, progress]), status,
+                         widgets.HBox([photo_face, explorer.widget], layout=widgets.Layout(align_items="flex-start"))]), explorer
+
+
+def build_app(face_model=None, load_restorer=default_restorer):
+    """The app's page: the explorer, the photo restorer and the fitted face in three tabs."""
+    explorer = CoefficientExplorer(face_model)
+    fitted, _ = fit_panel(explorer.model)
+    tabs = widgets.Tab(children=[explorer.widget, photo_panel(load_restorer), fitted])
+    tabs.titles = ("face model", "restore a photo", "your face")
     return tabs, explorer
 
 

@@ -81,6 +81,11 @@ def _warp(image: torch.Tensor, matrix: torch.Tensor, size: tuple[int, int]) -> t
     return warp_affine(image[None].float(), matrix[None].float(), size, mode="bilinear", align_corners=True)[0]
 
 
+def warp_into(photo: torch.Tensor, matrix: torch.Tensor, size: int) -> torch.Tensor:
+    """The ``(3, size, size)`` crop of ``photo`` that ``matrix`` (photo to frame) frames."""
+    return _warp(photo, matrix, (size, size)).clamp(0, 1)
+
+
 def reconstruct_photo(face_model: FaceModel, photo: torch.Tensor, threshold: float = FACE_THRESHOLD,
                       settings: FitSettings = PHOTO_FIT,
                       on_step: Callable[[int, int], None] | None = None) -> list[ReconstructedFace]:
@@ -90,7 +95,7 @@ def reconstruct_photo(face_model: FaceModel, photo: torch.Tensor, threshold: flo
     if not faces:
         return []
     matrices = [photo_to_frame(face.points) for face in faces]
-    frames = torch.stack([_warp(photo, m, (FIT_SIZE, FIT_SIZE)).clamp(0, 1) for m in matrices])
+    frames = torch.stack([warp_into(photo, m, FIT_SIZE) for m in matrices])
     points = torch.stack([_apply(m, face.points) for m, face in zip(matrices, faces)]).float()
     fitted = fit_coefficients(face_model, frames, points, settings=settings, on_step=on_step)
     with torch.no_grad():
