@@ -403,3 +403,15 @@ def plot_training_log(path):
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def fit_loss_chart(losses: dict[str, list[float]], coarse_steps: int):
+    """The fit's mean loss per Adam step for each start, with the end of the coarse phase."""
+    fig, ax = plt.subplots(figsize=(5.5, 2.8), layout="constrained")
+    for label, values in losses.items():
+        ax.plot(range(1, len(values) + 1), values, label=label)
+    ax.axvline(coarse_steps + 0.5, color="grey", ls=":", lw=1)
+    ax.text(coarse_steps + 1, ax.get_ylim()[0], "shape and texture free", va="bottom", fontsize=8, color="grey")
+    ax.set(xlabel="Adam step", ylabel="mean loss per face", yscale="log")
+    ax.legend(fontsize=8)
+    return fig

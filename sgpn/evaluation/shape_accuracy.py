@@ -176,19 +176,34 @@ def detected_points(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return points, found
 
 
-def fit_rows(teacher, test_set: Mapping[str, torch.Tensor], settings: FitSettings = FitSettings()) -> dict:
-    """``sgpn bench fit``'s rows on the HQ faces of ``test_set`` that MTCNN finds: the teacher's
-    regression, the fit from the mean face and the fit from the teacher's regression, each in
-    :func:`shape_scores`' format plus the fit's seconds per face (the faces are fitted as one
-    batch, with the detector's five points)."""
+#: The rows of ``sgpn bench fit`` and their titles.
+FIT_TITLES = {"teacher": "teacher (regression)", "fit": "fit from the mean face",
+              "teacher_then_fit": "fit from the teacher"}
+
+
+def fitted_predictions(teacher, test_set: Mapping[str, torch.Tensor], settings: FitSettings = FitSettings()) -> dict:
+    """The rows of :data:`FIT_TITLES` on the HQ faces of ``test_set`` that MTCNN finds (the fit
+    needs their five points; the faces are fitted as one batch): ``faces`` (those faces' part of
+    the test set), ``predictions`` (coefficients per row) and ``fits`` (the two fits' results:
+    losses per step, seconds)."""
     points, found = detected_points(test_set["hq"])
     faces = {key: value[found] for key, value in test_set.items() if torch.is_tensor(value)}
     regressed = predict(teacher, faces["hq"])
-    rows = {"teacher": shape_scores(teacher, regressed, faces)}
-    for name, init in (("fit", None), ("teacher_then_fit", regressed)):
-        fitted = fit_coefficients(teacher.face_model, faces["hq"], points[found], init=init, settings=settings)
-        rows[name] = {**shape_scores(teacher, fitted.coeffs, faces), "seconds_per_face": fitted.seconds / len(points[found])}
-    return {"detected": int(found.sum()), "rows": rows}
+    fits = {name: fit_coefficients(teacher.face_model, faces["hq"], points[found], init=init, settings=settings)
+            for name, init in (("fit", None), ("teacher_then_fit", regressed))}
+    return {"faces": faces, "fits": fits,
+            "predictions": {"teacher": regressed, **{name: fit.coeffs for name, fit in fits.items()}}}
+
+
+def fit_rows(teacher, test_set: Mapping[str, torch.Tensor], settings: FitSettings = FitSettings()) -> dict:
+    """``sgpn bench fit``'s rows (:func:`fitted_predictions`), each in :func:`shape_scores`'
+    format, the fits with their seconds per face."""
+    result = fitted_predictions(teacher, test_set, settings)
+    faces, fits = result["faces"], result["fits"]
+    rows = {name: shape_scores(teacher, coeffs, faces) for name, coeffs in result["predictions"].items()}
+    for name, fit in fits.items():
+        rows[name]["seconds_per_face"] = fit.seconds / len(faces["hq"])
+    return {"detected": len(faces["hq"]), "rows": rows}
 
 
 @torch.no_grad()
