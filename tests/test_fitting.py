@@ -47,3 +47,20 @@ def test_bad_input_is_named(faces):
         fit_coefficients(model, faces["hq"][:2], points[:, :4])
     with pytest.raises(ValueError, match="NaN"):
         fit_coefficients(model, faces["hq"][:2] * torch.nan, points)
+
+
+def test_fixed_contour_points_cost_more_the_further_a_face_turns():
+    from sgpn.evaluation.shape_accuracy import contour_gap_nme
+
+    model = load_face_model()
+    gaps = [contour_gap_nme(model, yaw) for yaw in (0, 30, 45)]
+    assert 0 <= gaps[0] < gaps[1] < gaps[2] < 0.1, gaps
+
+
+def test_two_fits_of_the_same_faces_agree_exactly(faces):
+    """The render's backward would otherwise sum in a thread-dependent order, and fits drift."""
+    model = load_face_model()
+    fits = [fit_coefficients(model, faces["hq"][:3], five_points(faces["landmarks"][:3]),
+                             settings=FitSettings(steps=25, coarse_steps=5)).coeffs for _ in range(2)]
+    assert torch.equal(*fits)
+    assert not torch.are_deterministic_algorithms_enabled()  # the setting is the fit's own

@@ -27,6 +27,7 @@ from sgpn.evaluation.test_sets import DEGRADATION_LEVELS, TASK_OPTIONS, degraded
 from sgpn.face3d import camera, coefficients
 from sgpn.face3d.face_model import RANDOM_STD, FaceModel, vertex_gram
 from sgpn.face3d.fitting import FitSettings, fit_coefficients
+from sgpn.face3d.renderer import Renderer
 from sgpn.photo.detection import detect_faces
 
 #: The coefficient groups of ``sgpn bench shape``'s ``r2`` (mean R² over each group's values).
@@ -174,6 +175,28 @@ def detected_points(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if faces:
             points[i], found[i] = faces[0].points.float(), True
     return points, found
+
+
+@torch.no_grad()
+def contour_gap_nme(face_model: FaceModel, yaw_degrees: float, size: int = 224) -> float:
+    """What fixed contour landmarks cost on a turned face: the model's jaw points 0-16 are fixed
+    vertices (as D3DFR's are), while an annotator follows the face's outline. On the mean face
+    turned by ``yaw_degrees``, each jaw point's distance along its image row to the render's
+    outline on its own side, over the inter-ocular distance (outer eye corners), summed over
+    the 16 side points and divided by 68: the NME those points add before any fitting error."""
+    coeffs = torch.zeros(1, coefficients.NUM_COEFFS)
+    coeffs[0, coefficients.SLICES["angles"].start + 1] = math.radians(yaw_degrees)
+    face = face_model(coeffs, size)
+    mask = Renderer(size)(face, face_model.faces).mask[0, 0] > 0
+    landmarks = face.landmarks_2d[0]
+    eyes = (landmarks[45] - landmarks[36]).norm()
+    gaps = []
+    for point in [*range(0, 8), *range(9, 17)]:  # the chin (8) has no side
+        x, y = landmarks[point]
+        columns = mask[int(y.round().clamp(0, size - 1))].nonzero()[:, 0].float()
+        if len(columns):
+            gaps.append((x - (columns.min() if point < 8 else columns.max())).abs() / eyes)
+    return (sum(gaps) / 68).item()
 
 
 #: The rows of ``sgpn bench fit`` and their titles.
