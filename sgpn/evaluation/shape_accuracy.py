@@ -16,6 +16,7 @@ The mean face (all coefficients zero) is the baseline every regressor must beat.
 from __future__ import annotations
 
 import math
+import time
 from typing import Iterable, Mapping
 
 import torch
@@ -211,21 +212,23 @@ def fitted_predictions(teacher, test_set: Mapping[str, torch.Tensor], settings: 
     losses per step, seconds)."""
     points, found = detected_points(test_set["hq"])
     faces = {key: value[found] for key, value in test_set.items() if torch.is_tensor(value)}
+    began = time.perf_counter()
     regressed = predict(teacher, faces["hq"])
+    regression_seconds = time.perf_counter() - began
     fits = {name: fit_coefficients(teacher.face_model, faces["hq"], points[found], init=init, settings=settings)
             for name, init in (("fit", None), ("teacher_then_fit", regressed))}
-    return {"faces": faces, "fits": fits,
+    return {"faces": faces, "fits": fits, "seconds": {"teacher": regression_seconds,
+                                                      **{name: fit.seconds for name, fit in fits.items()}},
             "predictions": {"teacher": regressed, **{name: fit.coeffs for name, fit in fits.items()}}}
 
 
 def fit_rows(teacher, test_set: Mapping[str, torch.Tensor], settings: FitSettings = FitSettings()) -> dict:
     """``sgpn bench fit``'s rows (:func:`fitted_predictions`), each in :func:`shape_scores`'
-    format, the fits with their seconds per face."""
+    format plus its seconds per face (the regression's included)."""
     result = fitted_predictions(teacher, test_set, settings)
-    faces, fits = result["faces"], result["fits"]
-    rows = {name: shape_scores(teacher, coeffs, faces) for name, coeffs in result["predictions"].items()}
-    for name, fit in fits.items():
-        rows[name]["seconds_per_face"] = fit.seconds / len(faces["hq"])
+    faces = result["faces"]
+    rows = {name: {**shape_scores(teacher, coeffs, faces), "seconds_per_face": result["seconds"][name] / len(faces["hq"])}
+            for name, coeffs in result["predictions"].items()}
     return {"detected": len(faces["hq"]), "rows": rows}
 
 
