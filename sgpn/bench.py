@@ -369,6 +369,13 @@ def bench_bounds(config: str = "configs/tiny.yaml") -> dict:
                         for row in bounds.rows} for metric in ("psnr", "ssim")}}
 
 
+def _rounded(value):
+    """Nested dicts of numbers, floats to 4 decimals (integers kept)."""
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return round(value, 4) if isinstance(value, float) else value
+
+
 def bench_shape(teacher: str = "kit_checkpoints/teacher_tiny.ckpt",
                 regressor_lq: str = "kit_checkpoints/regressor_lq_tiny.ckpt", num_images: int = 256) -> dict:
     """The shape prior against the ground truth of the synthetic held-out faces at the kit's
@@ -381,11 +388,8 @@ def bench_shape(teacher: str = "kit_checkpoints/teacher_tiny.ckpt",
     test_set = degraded_test_set(synthetic_faces(size, num_images), "blind")
     rows = shape_rows(priors["teacher"], priors["regressor_lq"], test_set)
 
-    def rounded(value):
-        return {k: rounded(v) for k, v in value.items()} if isinstance(value, dict) else round(value, 4)
-
     minutes = {name: training_minutes(path) for name, path in paths.items()}
-    return {"images": len(test_set["hq"]), "rows": rounded(rows),
+    return {"images": len(test_set["hq"]), "rows": _rounded(rows),
             "minutes": {name: None if m is None else round(m, 1) for name, m in minutes.items()}}
 
 
@@ -397,8 +401,7 @@ def bench_fit(teacher: str = "kit_checkpoints/teacher_tiny.ckpt", num_images: in
     prior = load(KIT_ROOT / teacher)
     result = fit_rows(prior, degraded_test_set(synthetic_faces(prior.frame_size, num_images), "blind"))
     result["contour_gap_nme"] = {str(yaw): contour_gap_nme(prior.face_model, yaw) for yaw in (0, 15, 30, 45)}
-    return {"images": num_images, **json.loads(json.dumps(result), parse_float=lambda v: round(float(v), 4)),
-            "threads": torch.get_num_threads()}
+    return {"images": num_images, **_rounded(result), "threads": torch.get_num_threads()}
 
 
 def bench_photo(photo: str | None = None, repeats: int = 3) -> dict:

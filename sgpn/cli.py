@@ -24,6 +24,7 @@ from sgpn.evaluation.scoring import evaluate_command
 from sgpn.evaluation.tables import TASKS
 from sgpn.figures import make_figures
 from sgpn.face3d.face_model import load_face_model
+from sgpn.photo.detection import FACE_THRESHOLD
 from sgpn.photo.prepare import MIN_FACE_PX, prepare_faces
 from sgpn.photo.reconstruct import PHOTO_FIT, reconstruct_photos
 from sgpn.photo.restore import restore_folder, restore_photos
@@ -130,14 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--size", type=int, default=512, help="crop size in pixels (the paper: 512)")
     prepare.add_argument("--min-face", type=int, default=MIN_FACE_PX,
                          help="skip faces whose detector box is narrower (pixels)")
-    prepare.add_argument("--threshold", type=float, default=0.95, help="face probability to accept")
+    prepare.add_argument("--threshold", type=float, default=FACE_THRESHOLD, help="face probability to accept")
     prepare.add_argument("--val", type=float, default=0.05, help="share of photos for validation")
     prepare.add_argument("--test", type=float, default=0.05, help="share of photos for test")
     prepare.set_defaults(func=_prepare)
     reconstruct = sub.add_parser("reconstruct", help="fit the 257 coefficients to every face of photos")
     reconstruct.add_argument("input", help="a photo or a folder of photos")
     reconstruct.add_argument("output", help="folder for <name>.json (faces, coefficients, 68 landmarks) and <name>_fit.png")
-    reconstruct.add_argument("--threshold", type=float, default=0.95, help="face probability to accept")
+    reconstruct.add_argument("--threshold", type=float, default=FACE_THRESHOLD, help="face probability to accept")
     reconstruct.add_argument("--steps", type=int, default=PHOTO_FIT.steps, help="Adam steps of the fit")
     reconstruct.add_argument("--face-model", help="a Basel Face Model .mat (default: $SGPN_BFM, else the kit's built-in model)")
     reconstruct.set_defaults(func=_reconstruct)

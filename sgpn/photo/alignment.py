@@ -49,7 +49,8 @@ def similarity_matrix(source: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return torch.cat([scale * rotation, translation[:, None]], 1)
 
 
-def _warp(image: torch.Tensor, matrix: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+def warp(image: torch.Tensor, matrix: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """``image`` ``(C, H, W)`` warped by ``matrix`` (source to target pixels) into ``size``, zeros outside."""
     return warp_affine(image[None].float(), matrix[None].float(), size, mode=mode, padding_mode="zeros",
                        align_corners=True)[0]
 
@@ -59,7 +60,7 @@ def align(photo: torch.Tensor, points: torch.Tensor, size: int = 512) -> tuple[t
     five ``points``, warped bicubically (and clamped to [0, 1], which bicubic overshoots), and
     the ``(2, 3)`` matrix from photo to crop pixels."""
     matrix = similarity_matrix(points, template_points(size))
-    return _warp(photo, matrix, (size, size), "bicubic").clamp(0, 1), matrix
+    return warp(photo, matrix, (size, size), "bicubic").clamp(0, 1), matrix
 
 
 def paste_mask(size: int) -> torch.Tensor:
@@ -81,7 +82,7 @@ def paste_back(photo: torch.Tensor, crop: torch.Tensor, matrix: torch.Tensor) ->
     size = crop.shape[-1]
     height, width = photo.shape[-2:]
     inverse = invert_similarity(matrix.double())
-    weight = _warp(paste_mask(size), inverse, (height, width), "bilinear").clamp(0, 1)
-    restored = _warp(crop, inverse, (height, width), "bicubic").clamp(0, 1)
+    weight = warp(paste_mask(size), inverse, (height, width), "bilinear").clamp(0, 1)
+    restored = warp(crop, inverse, (height, width), "bicubic").clamp(0, 1)
     blended = torch.where(weight > 0, photo * (1 - weight) + restored * weight, photo)
     return blended, weight

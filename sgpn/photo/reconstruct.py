@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from kornia.geometry.transform import warp_affine
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
@@ -25,7 +24,7 @@ from sgpn.face3d.face_model import FaceModel
 from sgpn.face3d.fitting import FitSettings, fit_coefficients
 from sgpn.face3d.renderer import Renderer
 from sgpn.nets.shape_prior import crop_to_frame_matrix, invert_similarity, template_points
-from sgpn.photo.alignment import similarity_matrix
+from sgpn.photo.alignment import similarity_matrix, warp
 from sgpn.photo.detection import FACE_THRESHOLD, detect_faces
 from sgpn.photo.restore import input_images, output_path
 
@@ -77,13 +76,9 @@ def _apply(matrix: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     return points.double() @ matrix[:, :2].T + matrix[:, 2]
 
 
-def _warp(image: torch.Tensor, matrix: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return warp_affine(image[None].float(), matrix[None].float(), size, mode="bilinear", align_corners=True)[0]
-
-
 def warp_into(photo: torch.Tensor, matrix: torch.Tensor, size: int) -> torch.Tensor:
     """The ``(3, size, size)`` crop of ``photo`` that ``matrix`` (photo to frame) frames."""
-    return _warp(photo, matrix, (size, size)).clamp(0, 1)
+    return warp(photo, matrix, (size, size), "bilinear").clamp(0, 1)
 
 
 def reconstruct_photo(face_model: FaceModel, photo: torch.Tensor, threshold: float = FACE_THRESHOLD,
@@ -113,7 +108,7 @@ def overlay(photo: torch.Tensor, faces: list[ReconstructedFace], opacity: float 
     size = tuple(photo.shape[-2:])
     for face in faces:
         back = invert_similarity(face.matrix)
-        render, mask = _warp(face.render, back, size), _warp(face.mask, back, size) * opacity
+        render, mask = warp(face.render, back, size, "bilinear"), warp(face.mask, back, size, "bilinear") * opacity
         result = result * (1 - mask) + render * mask
     return result.clamp(0, 1)
 

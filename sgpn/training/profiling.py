@@ -35,6 +35,10 @@ class IterationTimer(L.Callback):
         self.seconds: list[float] = []
         self.losses: list[dict[str, float]] = []
         self.parts: dict[str, float] = defaultdict(float)
+        #: the trained networks' sizes
+        self.parameters = {name: sum(p.numel() for p in network.parameters()) for name, network in
+                           (("generator", module.generator), ("discriminator", module.discriminator),
+                            ("shape_prior", module.shape_prior))}
         parts = {"generator": module.generator, "discriminator": module.discriminator,
                  "shape prior (regressor, mesh, render)": module.shape_prior,
                  "teacher regressor (HQ targets, L_3dlm)": module.teacher.regressor,
@@ -82,9 +86,6 @@ def profile_iterations(config: str | Path, iterations: int, train_length: int = 
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, precision=precision)
     trainer.fit(module, data)
-    timer.parameters = {name: sum(p.numel() for p in network.parameters()) for name, network in
-                        (("generator", module.generator), ("discriminator", module.discriminator),
-                         ("shape_prior", module.shape_prior))}
     return timer
 
 
