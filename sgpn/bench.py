@@ -26,6 +26,7 @@ from sgpn.app.widgets import CoefficientExplorer
 from sgpn.checkpoints import load, load_teacher, training_minutes
 from sgpn.data.folder import read_rgb
 from sgpn.evaluation.affb import AFFB_RATIO_TARGET, affb_statistics, ladder_rungs, ratio_curve
+from sgpn.evaluation.annotator import landmark_check
 from sgpn.evaluation.bounds import BOUND_METHODS, bound_reconstructions, restoration_bounds
 from sgpn.evaluation.inception import StandardInception
 from sgpn.evaluation.kit_models import LADDER
@@ -370,9 +371,11 @@ def bench_bounds(config: str = "configs/tiny.yaml") -> dict:
 
 
 def _rounded(value):
-    """Nested dicts of numbers, floats to 4 decimals (integers kept)."""
+    """Nested dicts and lists of numbers, floats to 4 decimals (integers kept)."""
     if isinstance(value, dict):
         return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
     return round(value, 4) if isinstance(value, float) else value
 
 
@@ -402,6 +405,16 @@ def bench_fit(teacher: str = "kit_checkpoints/teacher_tiny.ckpt", num_images: in
     result = fit_rows(prior, degraded_test_set(synthetic_faces(prior.frame_size, num_images), "blind"))
     result["contour_gap_nme"] = {str(yaw): contour_gap_nme(prior.face_model, yaw) for yaw in (0, 15, 30, 45)}
     return {"images": num_images, **_rounded(result), "threads": torch.get_num_threads()}
+
+
+def bench_landmarks(photos: str | None = None, face_model: str | None = None) -> dict:
+    """The 68 landmarks ``sgpn reconstruct`` fits to real photos (default: the portrait that ships
+    with matplotlib) against dlib's iBUG 300-W annotator (:mod:`sgpn.evaluation.annotator`), and
+    against what the five detector points give with the mean face."""
+    source = Path(photos) if photos else Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    check = landmark_check(load_face_model(face_model), source)
+    check.pop("per_face_nme")
+    return {"source": source.name, **_rounded(check), "threads": torch.get_num_threads()}
 
 
 def bench_photo(photo: str | None = None, repeats: int = 3) -> dict:
@@ -469,6 +482,7 @@ BENCHMARKS: dict[str, Callable[[], dict]] = {
     "paper-step": bench_paper_step,
     "shape": bench_shape,
     "fit": bench_fit,
+    "landmarks": bench_landmarks,
     "photo": bench_photo,
     "frr": bench_frr,
 }

@@ -51,7 +51,11 @@ def lightning_cli(args: list[str], **kwargs):
 
 def _bench(args: argparse.Namespace) -> int:
     for name in args.names:
-        options = {"out": args.out} if name == "train" and args.out else {}
+        options = {}
+        if name == "train" and args.out:
+            options["out"] = args.out
+        if name == "landmarks" and args.photos:
+            options["photos"] = args.photos
         print(json.dumps({"bench": name.replace("-", "_"), **BENCHMARKS[name](**options)}), flush=True)
     return 0
 
@@ -146,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("names", nargs="+", choices=sorted(BENCHMARKS), metavar="NAME",
                        help=f"one or more of: {', '.join(sorted(BENCHMARKS))}")
     bench.add_argument("--out", help="train: run in this folder and keep it (default: a scratch folder)")
+    bench.add_argument("--photos", help="landmarks: a photo or a folder of photos (default: matplotlib's portrait)")
     bench.set_defaults(func=_bench)
     figures = sub.add_parser("figures", help="regenerate the kit's figures headless")
     figures.add_argument("names", nargs="*", help="figure names (default: all)")
