@@ -119,3 +119,19 @@ def test_widgets_are_saved_and_files_stay_small(path):
 def test_notebooks_read_only_the_repository(path):
     code = "\n".join(_text(c["source"]) for c in _read(path)["cells"] if c["cell_type"] == "code")
     assert not re.search(r"""["'/]shared\b|\.\./""", code), f"{path.name} reads outside the repository"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_outputs_are_clean(path):
+    """No tracebacks, nothing on stderr (warnings, loggers) and no bare object reprs
+    (``<... at 0x7f...>``) in the committed outputs; a figure's repr beside its picture is fine."""
+    noise = []
+    for index, cell in enumerate(_read(path)["cells"]):
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if output["output_type"] == "error" or output.get("name") == "stderr":
+                noise.append(f"cell {index}: {output['output_type']} {output.get('name', '')}")
+            elif re.search(r" at 0x[0-9a-f]+>", _text(data.get("text/plain", ""))) \
+                    and not any(mime.startswith("image/") for mime in data):
+                noise.append(f"cell {index}: {_text(data['text/plain'])[:60]}")
+    assert noise == [], f"{path.name}: {noise}"
