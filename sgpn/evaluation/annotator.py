@@ -121,7 +121,7 @@ def _mean_and_se(values: torch.Tensor) -> tuple[float, float]:
     return values.mean().item(), (values.std() / math.sqrt(len(values))).item() if len(values) > 1 else 0.0
 
 
-def _scores(predicted: torch.Tensor, annotated: torch.Tensor) -> dict[str, float]:
+def nme_scores(predicted: torch.Tensor, annotated: torch.Tensor) -> dict[str, float]:
     """NME over all 68 points (with its standard error over faces), the jaw's and the other 51's."""
     inner = [i for i in range(68) if not JAW.start <= i < JAW.stop]
     distances = (predicted - annotated).norm(dim=-1) / (annotated[:, 45] - annotated[:, 36]).norm(dim=-1, keepdim=True)
@@ -164,7 +164,7 @@ def landmark_check(face_model: FaceModel, source: str | Path, settings: FitSetti
     fitted, baseline, annotated = torch.stack(fitted), torch.stack(baseline), torch.stack(annotated)
     gain = landmark_nme(baseline, annotated) - landmark_nme(fitted, annotated)
     return {"photos": len(files) - len(skipped), "faces": faces_found, "annotated": len(annotated),
-            "rows": {"fit": _scores(fitted, annotated), "five_points": _scores(baseline, annotated)},
+            "rows": {"fit": nme_scores(fitted, annotated), "five_points": nme_scores(baseline, annotated)},
             "fit_better": dict(zip(("nme", "se"), _mean_and_se(gain))),
             "jaw_offset": torch.stack([jaw_offset(f, a) for f, a in zip(fitted, annotated)]).mean(0).tolist(),
             "eye_mouth_chin": {"annotator": proportions(annotated).mean(0).tolist(),
