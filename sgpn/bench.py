@@ -413,7 +413,6 @@ def bench_landmarks(photos: str | None = None, face_model: str | None = None) ->
     against what the five detector points give with the mean face."""
     source = Path(photos) if photos else Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
     check = landmark_check(load_face_model(face_model), source)
-    check.pop("per_face_nme")
     return {"source": source.name, **_rounded(check), "threads": torch.get_num_threads()}
 
 

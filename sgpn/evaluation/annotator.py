@@ -27,6 +27,7 @@ from sgpn.evaluation.metrics import landmark_nme
 from sgpn.face3d import coefficients
 from sgpn.face3d.face_model import FaceModel
 from sgpn.face3d.fitting import FitSettings, five_points
+from sgpn.nets.shape_prior import apply_similarity
 from sgpn.photo.alignment import similarity_matrix
 from sgpn.photo.reconstruct import PHOTO_FIT, reconstruct_photo
 from sgpn.photo.restore import input_images
@@ -37,8 +38,6 @@ PACKAGES = "dlib-bin face-recognition-models"
 MATCH_IOU = 0.3
 #: The iBUG 300-W jaw points (the outline); the other 51 are brows, nose, eyes and mouth.
 JAW = slice(0, 17)
-#: The rows of :func:`landmark_check` and their titles.
-CHECK_TITLES = {"fit": "fitted 68 landmarks", "five_points": "five points + mean face"}
 
 
 def predictor_path() -> Path:
@@ -94,7 +93,7 @@ def five_point_landmarks(face_model: FaceModel, points: torch.Tensor) -> torch.T
     the least-squares similarity: what the five points say of the 68 without a fit."""
     mean = face_model.landmarks_2d(torch.zeros(1, coefficients.NUM_COEFFS), 224)[0].double()
     matrix = similarity_matrix(five_points(mean[None])[0], points.double())
-    return mean @ matrix[:, :2].T + matrix[:, 2]
+    return apply_similarity(matrix, mean)
 
 
 def jaw_offset(predicted: torch.Tensor, annotated: torch.Tensor) -> torch.Tensor:
@@ -133,14 +132,15 @@ def nme_scores(predicted: torch.Tensor, annotated: torch.Tensor) -> dict[str, fl
 def landmark_check(face_model: FaceModel, source: str | Path, settings: FitSettings = PHOTO_FIT,
                    annotator: Annotator | None = None, progress: bool = False) -> dict:
     """Every face MTCNN finds in the photos under ``source`` fitted as ``sgpn reconstruct`` fits
-    it, then scored against the annotator: the rows of :data:`CHECK_TITLES`, each with ``nme``
-    (and its standard error over faces), ``nme_jaw`` and ``nme_inner``; ``fit_better`` (the
-    fit's paired NME gain over the five points, and its standard error); the fit's ``jaw_offset``;
+    it, then scored against the annotator: rows ``fit`` and ``five_points`` (the
+    :func:`five_point_landmarks` baseline), each with ``nme`` (and its standard error over
+    faces), ``nme_jaw`` and ``nme_inner``; ``fit_better`` (the fit's paired NME gain over the
+    five points, and its standard error); the fit's ``jaw_offset``;
     the faces' ``eye_mouth_chin`` :func:`proportions` as annotated, fitted and on the mean face;
     the counts of photos, faces and annotated faces, and the unreadable files."""
     annotator = annotator or Annotator()
     _, files = input_images(source)
-    fitted, baseline, annotated, skipped, faces_found, per_face = [], [], [], [], 0, []
+    fitted, baseline, annotated, skipped, faces_found = [], [], [], [], 0
     for path in tqdm(files, desc="fitting and annotating", unit="photo", disable=not progress):
         try:
             photo = read_rgb(path).to(torch.float32)
@@ -152,13 +152,12 @@ def landmark_check(face_model: FaceModel, source: str | Path, settings: FitSetti
         if not faces:
             continue
         marks = annotator(photo, torch.stack([face.box for face in faces]))
-        for index, (face, points) in enumerate(zip(faces, marks)):
+        for face, points in zip(faces, marks):
             if points is None:
                 continue
             fitted.append(face.landmarks.double())
             baseline.append(five_point_landmarks(face_model, face.points))
             annotated.append(points)
-            per_face.append(f"{path.name}#{index}")
     if not annotated:
         raise ValueError(f"the annotator found none of the {faces_found} faces under {source}")
     fitted, baseline, annotated = torch.stack(fitted), torch.stack(baseline), torch.stack(annotated)
@@ -169,5 +168,4 @@ def landmark_check(face_model: FaceModel, source: str | Path, settings: FitSetti
             "jaw_offset": torch.stack([jaw_offset(f, a) for f, a in zip(fitted, annotated)]).mean(0).tolist(),
             "eye_mouth_chin": {"annotator": proportions(annotated).mean(0).tolist(),
                                "fit": proportions(fitted).mean(0).tolist(),
-                               "mean_face": proportions(baseline[:1]).mean(0).tolist()},
-            "per_face_nme": dict(zip(per_face, landmark_nme(fitted, annotated).tolist())), "skipped": skipped}
+                               "mean_face": proportions(baseline).mean(0).tolist()}, "skipped": skipped}

@@ -118,6 +118,11 @@ def invert_similarity(matrix: torch.Tensor) -> torch.Tensor:
     return torch.linalg.inv(full)[..., :2, :]
 
 
+def apply_similarity(matrix: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Points ``(..., 2)`` mapped by a ``2 x 3`` affine matrix (computed in the matrix's dtype)."""
+    return points.to(matrix.dtype) @ matrix[:, :2].T + matrix[:, 2]
+
+
 class ShapePriorOutput(NamedTuple):
     coeffs: torch.Tensor  # (B, 257) z_3d
     image: torch.Tensor  # (B, 3, S, S) I_3d in [-1, 1], background -1
@@ -172,8 +177,7 @@ class ShapePrior(nn.Module):
         if self.alignment == "resize":
             k = self.frame_size / size
             return (points + 0.5) * k - 0.5
-        matrix = crop_to_frame_matrix(size, self.frame_size).to(points)
-        return points @ matrix[:, :2].T + matrix[:, 2]
+        return apply_similarity(crop_to_frame_matrix(size, self.frame_size).to(points), points)
 
     def to_regressor_frame(self, lq: torch.Tensor) -> torch.Tensor:
         """The crop in D3DFR's frame, RGB [0, 1] (outside the crop: 0.5, as the release's

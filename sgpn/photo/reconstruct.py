@@ -23,7 +23,7 @@ from sgpn.data.folder import READ_ERRORS, read_rgb
 from sgpn.face3d.face_model import FaceModel
 from sgpn.face3d.fitting import FitSettings, fit_coefficients
 from sgpn.face3d.renderer import Renderer
-from sgpn.nets.shape_prior import crop_to_frame_matrix, invert_similarity, template_points
+from sgpn.nets.shape_prior import apply_similarity, crop_to_frame_matrix, invert_similarity, template_points
 from sgpn.photo.alignment import similarity_matrix, warp
 from sgpn.photo.detection import FACE_THRESHOLD, detect_faces
 from sgpn.photo.restore import input_images, output_path
@@ -72,10 +72,6 @@ def photo_to_frame(points: torch.Tensor, size: int = FIT_SIZE) -> torch.Tensor:
     return to_frame[:, :2] @ to_crop + torch.cat([torch.zeros(2, 2, dtype=torch.float64), to_frame[:, 2:]], 1)
 
 
-def _apply(matrix: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    return points.double() @ matrix[:, :2].T + matrix[:, 2]
-
-
 def warp_into(photo: torch.Tensor, matrix: torch.Tensor, size: int) -> torch.Tensor:
     """The ``(3, size, size)`` crop of ``photo`` that ``matrix`` (photo to frame) frames."""
     return warp(photo, matrix, (size, size), "bilinear").clamp(0, 1)
@@ -91,13 +87,13 @@ def reconstruct_photo(face_model: FaceModel, photo: torch.Tensor, threshold: flo
         return []
     matrices = [photo_to_frame(face.points) for face in faces]
     frames = torch.stack([warp_into(photo, m, FIT_SIZE) for m in matrices])
-    points = torch.stack([_apply(m, face.points) for m, face in zip(matrices, faces)]).float()
+    points = torch.stack([apply_similarity(m, face.points) for m, face in zip(matrices, faces)]).float()
     fitted = fit_coefficients(face_model, frames, points, settings=settings, on_step=on_step)
     with torch.no_grad():
         face = face_model(fitted.coeffs, FIT_SIZE)
         render = Renderer(FIT_SIZE)(face, face_model.faces)
     return [ReconstructedFace(f.box, f.probability, f.points, fitted.coeffs[i],
-                              _apply(invert_similarity(m), face.landmarks_2d[i]).float(), m, frames[i],
+                              apply_similarity(invert_similarity(m), face.landmarks_2d[i]).float(), m, frames[i],
                               render.image[i].clamp(0, 1), render.mask[i], fitted.seconds / len(faces))
             for i, (f, m) in enumerate(zip(faces, matrices))]
 
